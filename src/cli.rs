@@ -1,0 +1,27 @@
+//! Command-line interface: clap types only, no I/O.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Tributary: keeps a contact database filled from CRMs and shops.
+#[derive(Debug, Parser)]
+#[command(name = "tributary", version, about)]
+pub struct Cli {
+    /// Daemon config file. Default: `$TRIBUTARY_CONFIG`, then `./tributary.yaml`, then
+    /// `/etc/tributary/tributary.yaml`.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check every connector and importer file and report every error at once.
+    Validate(crate::commands::validate::ValidateArgs),
+    /// Print the JSON Schemas of the three file kinds.
+    Schema(crate::commands::schema::SchemaArgs),
+}

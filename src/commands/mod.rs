@@ -1,0 +1,5 @@
+//! One module per CLI subcommand. Each exposes `*Args` (clap) and an `execute` function
+//! returning the process exit code.
+
+pub mod schema;
+pub mod validate;

@@ -1,0 +1,25 @@
+//! Tributary keeps a contact database filled from the CRMs and shops people already use.
+//!
+//! Data flows one way, one module per stage:
+//!
+//! ```text
+//! connectors.d/ importers.d/ tributary.yaml
+//!   --config (read, locate errors, validate)--> specs
+//!   --plan (compile templates and JSONPaths)--> Plan
+//!   --engine: fetch -> paginate -> extract -> filter--> ContactRecord pages
+//!   --store (contacts + memberships + fields + checkpoint, one transaction)
+//! ```
+//!
+//! - [`config`]: the three file kinds as written ([`config::spec`]), reading them with
+//!   file/line/key diagnostics, cross-file validation, JSON Schemas.
+//! - [`duration`]: ISO 8601 durations, the one duration syntax of every file.
+//! - [`model`]: the records the engine hands the store.
+//! - [`store`]: the store trait and its SQLite and PostgreSQL backends.
+//! - [`commands`]: one file per CLI subcommand; `main.rs` only parses and dispatches.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod duration;
+pub mod model;
+pub mod store;

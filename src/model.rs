@@ -1,0 +1,229 @@
+//! The data that flows from the engine into the store: contacts as extracted from one
+//! page, the custom fields they carry, and the checkpoint that commits with them.
+//!
+//! These types are the contract between `engine` (which produces them) and `store`
+//! (which persists them); neither side knows about the other's internals.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use crate::config::spec::{CustomFieldType, SubscriptionMeaning};
+
+/// A custom field a connector brings, as the store must know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomFieldDef {
+    /// `%SERVICE_LABEL%`, unique in the store; fixed once an import uses it.
+    pub tag: String,
+    /// Label given by the connector; used only when the field is created.
+    pub label: String,
+    /// Type the connector delivers.
+    pub field_type: CustomFieldType,
+    /// Owning service (the connector's `service`).
+    pub service: String,
+}
+
+/// A custom field as it exists in the store after `ensure_custom_fields`: the existing
+/// field's type wins when a person made the field first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldBinding {
+    /// Store id of the field.
+    pub field_id: i64,
+    /// The tag.
+    pub tag: String,
+    /// The type values are stored as (the existing field's, if it existed).
+    pub stored_type: CustomFieldType,
+}
+
+/// A typed custom-field value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FieldValue {
+    /// Text.
+    Text(String),
+    /// A number.
+    Number(f64),
+    /// A date-time in UTC.
+    Date(DateTime<Utc>),
+    /// A list of text values.
+    List(Vec<String>),
+}
+
+/// One custom value of one contact.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomValue {
+    /// Index into the `fields` slice of the `PageWrite` it travels in.
+    pub field: usize,
+    /// The value, already of the binding's `stored_type`.
+    pub value: FieldValue,
+}
+
+/// A contact extracted from one record. Empty values are `None`: an incoming empty value
+/// never erases a stored one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContactRecord {
+    /// Normalized email (trimmed, case-folded): the identity of a contact.
+    pub email: String,
+    /// First name.
+    pub first_name: Option<String>,
+    /// Last name.
+    pub last_name: Option<String>,
+    /// Phone.
+    pub phone: Option<String>,
+    /// Organization.
+    pub organization: Option<String>,
+    /// Id at the service.
+    pub external_id: Option<String>,
+    /// Update time at the service.
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Custom values.
+    pub custom_values: Vec<CustomValue>,
+    /// Subscription status reported by the service, if the connector maps it.
+    pub service_status: Option<SubscriptionMeaning>,
+    /// Hash of everything above, used to skip unchanged records without rewriting them.
+    pub content_hash: String,
+}
+
+/// Where a pass stands, saved with each page so that a run can stop anywhere and the next
+/// one resumes. Never holds a secret: a next URL carrying a token is stored with the
+/// secret replaced by a placeholder (see `engine`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Highest update time fully committed by completed passes; the next incremental pass
+    /// asks for records updated since this.
+    pub watermark: Option<DateTime<Utc>>,
+    /// Position inside the current pass (page number, offset, cursor, next URL, keyset),
+    /// `None` when no pass is in progress.
+    pub position: Option<serde_json::Value>,
+    /// Highest update time seen in the pass so far; becomes the watermark when the pass
+    /// completes.
+    pub pass_high_water: Option<DateTime<Utc>>,
+    /// Hash of what the pass depends on (connector request, filters, account); a saved
+    /// position with another fingerprint is not resumed.
+    pub fingerprint: Option<String>,
+    /// Whether the pass in progress is a full refresh.
+    pub full_refresh: bool,
+    /// When the pass in progress started.
+    pub pass_started_at: Option<DateTime<Utc>>,
+    /// When the last full pass completed.
+    pub last_full_refresh: Option<DateTime<Utc>>,
+}
+
+/// Everything one page writes, in one transaction.
+#[derive(Debug)]
+pub struct PageWrite<'a> {
+    /// Importer id.
+    pub importer: &'a str,
+    /// The run writing.
+    pub run_id: i64,
+    /// The lease's fencing token: the write is refused if another run took the lease.
+    pub fencing_token: i64,
+    /// The list imported contacts join.
+    pub list_id: i64,
+    /// Custom fields `ContactRecord::custom_values` index into.
+    pub fields: &'a [FieldBinding],
+    /// Contacts (may contain the same email twice; the store de-duplicates, last wins).
+    pub contacts: &'a [ContactRecord],
+    /// External ids the service reported as deleted.
+    pub deleted_external_ids: &'a [String],
+    /// Checkpoint to save with the page.
+    pub checkpoint: &'a Checkpoint,
+}
+
+/// What a page write did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageOutcome {
+    /// Contacts created.
+    pub created: u64,
+    /// Contacts whose stored values changed.
+    pub updated: u64,
+    /// Contacts whose content hash matched: nothing written.
+    pub unchanged: u64,
+    /// Custom values that could not be stored as the field's type.
+    pub field_failures: u64,
+    /// Memberships added to the list.
+    pub memberships_added: u64,
+}
+
+/// The personalization tag of a custom field: `%<SERVICE>_<LABEL>%`, upper case, letters
+/// and digits of any script kept, every run of other characters one `_`, no `_` at either
+/// end inside the `%`. Both the plan (two labels giving one tag is a config error) and the
+/// store (field identity) need the same answer, so it lives here.
+pub fn personalization_tag(service: &str, label: &str) -> String {
+    let mut body = String::new();
+    let mut pending_separator = false;
+    for ch in service
+        .chars()
+        .chain(std::iter::once(' '))
+        .chain(label.chars())
+    {
+        if ch.is_alphanumeric() {
+            if pending_separator && !body.is_empty() {
+                body.push('_');
+            }
+            pending_separator = false;
+            body.extend(ch.to_uppercase());
+        } else {
+            pending_separator = true;
+        }
+    }
+    format!("%{body}%")
+}
+
+/// Normalizes an email address for identity: trimmed, Unicode case-folded (in Rust, so
+/// that SQLite and PostgreSQL agree whatever their collation). `None` when the value is
+/// not a plausible address (no `@`, empty local part or domain, whitespace, no dot in the
+/// domain).
+pub fn normalize_email(raw: &str) -> Option<String> {
+    let trimmed = raw.trim();
+    let folded = caseless::default_case_fold_str(trimmed);
+    let (local, domain) = folded.rsplit_once('@')?;
+    let plausible = !local.is_empty()
+        && !domain.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !local.contains('@')
+        && !folded.chars().any(|c| c.is_whitespace() || c.is_control());
+    plausible.then_some(folded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_follow_the_documented_examples() {
+        assert_eq!(
+            personalization_tag("batchbook", "Company Affiliations"),
+            "%BATCHBOOK_COMPANY_AFFILIATIONS%"
+        );
+        assert_eq!(
+            personalization_tag("batchbook", "Company (HQ)"),
+            "%BATCHBOOK_COMPANY_HQ%"
+        );
+        assert_eq!(
+            personalization_tag("pipedrive", "  Größe / Ürün "),
+            "%PIPEDRIVE_GRÖSSE_ÜRÜN%"
+        );
+        assert_eq!(
+            personalization_tag("big-commerce", "Notes"),
+            "%BIG_COMMERCE_NOTES%"
+        );
+    }
+
+    #[test]
+    fn emails_are_trimmed_and_case_folded() {
+        assert_eq!(
+            normalize_email("  Ada@Example.COM "),
+            Some("ada@example.com".into())
+        );
+        assert_eq!(
+            normalize_email("STRASSE@ÉXAMPLE.de").as_deref(),
+            Some("strasse@éxample.de")
+        );
+        assert_eq!(normalize_email("not-an-email"), None);
+        assert_eq!(normalize_email("a b@example.com"), None);
+        assert_eq!(normalize_email("@example.com"), None);
+        assert_eq!(normalize_email("ada@localhost"), None);
+    }
+}
