@@ -223,13 +223,17 @@ impl Template {
     pub fn compile(source: &str) -> Result<Template, TemplateError> {
         let parsed = handlebars::Template::compile(source).map_err(|error| {
             let (line, column) = error.pos().unzip();
+            let reason = error.reason().to_string();
+            // The parser's own text lists every grammar rule it expected; say less.
+            let message = if reason.starts_with("invalid handlebars syntax") {
+                "invalid template syntax (an unclosed `{{`, block or string?)".to_string()
+            } else {
+                format!("invalid template: {}", lowercase_first(&reason))
+            };
             TemplateError {
                 line,
                 column,
-                message: format!(
-                    "invalid template: {}",
-                    lowercase_first(&error.reason().to_string())
-                ),
+                message,
             }
         })?;
         let mut walk = Walk::default();

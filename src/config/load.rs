@@ -152,7 +152,9 @@ pub fn load(config_path: &Path, options: LoadOptions) -> LoadReport {
         &mut diagnostics,
     );
 
+    let mut broken_connectors = std::collections::BTreeSet::new();
     let connectors = read_dir::<ConnectorSpec>(
+        &mut broken_connectors,
         &root,
         &daemon.connectors_dir,
         "connectors_dir",
@@ -161,6 +163,7 @@ pub fn load(config_path: &Path, options: LoadOptions) -> LoadReport {
         &mut diagnostics,
     );
     let importers = read_dir::<ImporterSpec>(
+        &mut std::collections::BTreeSet::new(),
         &root,
         &daemon.importers_dir,
         "importers_dir",
@@ -169,7 +172,14 @@ pub fn load(config_path: &Path, options: LoadOptions) -> LoadReport {
         &mut diagnostics,
     );
 
-    let plan = validate::build_plan(daemon, connectors, importers, options, &mut diagnostics);
+    let plan = validate::build_plan(
+        daemon,
+        connectors,
+        importers,
+        &broken_connectors,
+        options,
+        &mut diagnostics,
+    );
     diagnostic::sort(&mut diagnostics);
     let plan = if diagnostic::has_errors(&diagnostics) {
         None
@@ -338,7 +348,10 @@ fn store_url(url: &str, root: &Path) -> Result<String, String> {
     })
 }
 
+/// Reads every `*.yaml`/`*.yml` of `dir`; ids of files that exist but do not parse go
+/// to `broken` (so that other files naming them do not report a missing id too).
 fn read_dir<T: DeserializeOwned>(
+    broken: &mut std::collections::BTreeSet<String>,
     root: &Path,
     dir: &Path,
     key: &str,
@@ -383,6 +396,7 @@ fn read_dir<T: DeserializeOwned>(
             .and_then(|s| s.to_str())
             .unwrap_or("")
             .to_string();
+        broken.insert(id.clone());
         if let Some(other) = seen.get(&id) {
             diagnostics.push(Diagnostic::error(
                 shown,
@@ -413,12 +427,15 @@ fn read_dir<T: DeserializeOwned>(
             continue;
         }
         match parse_yaml::<T>(&text, &shown) {
-            Ok(spec) => files.push(SourceFile {
-                id,
-                path,
-                shown,
-                locator: Locator::new(&text),
-                spec,
+            Ok(spec) => files.push({
+                broken.remove(&id);
+                SourceFile {
+                    id,
+                    path,
+                    shown,
+                    locator: Locator::new(&text),
+                    spec,
+                }
             }),
             Err(mut ds) => diagnostics.append(&mut ds),
         }
@@ -488,6 +505,13 @@ fn yaml_diagnostic(text: &str, shown: &Path, path: &str, error: &serde_yaml::Err
     }
     let mut key = path.to_string();
     let mut position = error.location().map(|l| (l.line(), l.column()));
+    // Errors raised by a type's own `Deserialize` (a duration, a reference) come back
+    // from serde_yaml at 1:1 or at the enclosing block; the key itself is better.
+    if let Some(at_key) = Locator::new(text).exact(&key)
+        && position.is_none_or(|p| p < at_key)
+    {
+        position = Some(at_key);
+    }
     // Unknown and missing fields belong to the field, not to the block around it.
     for prefix in ["unknown field `", "missing field `"] {
         if let Some(rest) = message.strip_prefix(prefix)

@@ -207,6 +207,9 @@ struct TemplateCx<'a, 'b> {
     uses: Uses,
     /// The auth scheme whose templates are being compiled, if any.
     scheme: Option<String>,
+    /// Templates that did not compile: checks on what templates use are skipped then,
+    /// since the variables of a broken template are unknown.
+    broken_templates: usize,
 }
 
 impl TemplateCx<'_, '_> {
@@ -218,6 +221,7 @@ impl TemplateCx<'_, '_> {
             }
             Err(error) => {
                 self.file.error(key, error.to_string());
+                self.broken_templates += 1;
                 None
             }
         }
@@ -367,6 +371,7 @@ fn compile_connector(
         },
         uses: Uses::default(),
         scheme: None,
+        broken_templates: 0,
     };
 
     let service = spec.service.clone().unwrap_or_else(|| file.id.clone());
@@ -572,7 +577,7 @@ fn compile_connector(
                     TimeFormat::Rfc3339
                 }
             };
-            if !request_vars.contains("since") {
+            if !request_vars.contains("since") && cx.broken_templates == 0 {
                 cx.file.error(
                     "sync",
                     "an incremental connector must send `{{since}}` somewhere in contacts.request \
@@ -857,7 +862,7 @@ fn compile_pagination(cx: &mut TemplateCx, spec: &PaginationSpec) -> Option<Pagi
     let vars = cx.uses.common.clone();
     let uses = |name: &str| vars.contains(name);
     let needs_var = |cx: &mut TemplateCx, style: &str, var: &str| {
-        if !uses(var) {
+        if !uses(var) && cx.broken_templates == 0 {
             cx.file.error(
                 key,
                 format!("pagination `{style}` needs `{{{{{var}}}}}` in contacts.request (query, headers or body)"),
@@ -904,7 +909,7 @@ fn compile_pagination(cx: &mut TemplateCx, spec: &PaginationSpec) -> Option<Pagi
             common: compile_common(cx, key, "link_header", common, true)?,
         },
         PaginationSpec::Keyset { common } => {
-            if !uses("keyset.updated") && !uses("keyset.id") {
+            if !uses("keyset.updated") && !uses("keyset.id") && cx.broken_templates == 0 {
                 cx.file.error(
                     key,
                     "pagination `keyset` needs `{{keyset.updated}}` or `{{keyset.id}}` in contacts.request",
@@ -1087,6 +1092,7 @@ fn compile_importer(
     };
 
     // Credentials.
+    let auth_ok = cx.errors == 0;
     let needed = uses.credentials_for(auth_scheme.as_deref());
     for name in &needed {
         if !spec.credentials.contains_key(name) {
@@ -1104,7 +1110,8 @@ fn compile_importer(
     }
     for (name, reference) in &spec.credentials {
         let key = format!("credentials.{name}");
-        if !needed.contains(name) {
+        // A connector with errors has no record of what it uses: say nothing then.
+        if connector.is_some() && auth_ok && !needed.contains(name) {
             cx.warning(
                 &key,
                 format!(
@@ -1270,6 +1277,7 @@ pub fn build_plan(
     daemon: DaemonConfig,
     connector_files: Vec<SourceFile<ConnectorSpec>>,
     importer_files: Vec<SourceFile<ImporterSpec>>,
+    broken_connectors: &BTreeSet<String>,
     options: LoadOptions,
     out: &mut Vec<Diagnostic>,
 ) -> Option<Plan> {
@@ -1288,6 +1296,10 @@ pub fn build_plan(
 
     let mut importers = BTreeMap::new();
     for file in &importer_files {
+        // A connector file that did not parse has its own diagnostics already.
+        if broken_connectors.contains(&file.spec.connector) {
+            continue;
+        }
         if let Some(importer) = compile_importer(file, &compiled, options, out) {
             importers.insert(importer.id.clone(), Arc::new(importer));
         }

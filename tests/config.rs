@@ -1,0 +1,242 @@
+//! Configuration language (issue #2): every fixture tree under `tests/fixtures/valid`
+//! loads, every one under `tests/fixtures/invalid` produces exactly the diagnostics in
+//! its `expected.txt` (file:line:column: key: message), `tributary validate` reports
+//! every broken file of a tree in one run with exit code 78, the repository's own
+//! connectors and importers validate, and the committed JSON Schemas are fresh.
+//!
+//! `SNAPSHOTS=overwrite cargo test --test tests config::` rewrites the expected files;
+//! review the diff before committing it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tributary::config::diagnostic::Diagnostic;
+use tributary::config::load::{LoadOptions, load};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn cases(kind: &str) -> Vec<PathBuf> {
+    let dir = repo().join("tests/fixtures").join(kind);
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    cases
+}
+
+fn render(diagnostics: &[Diagnostic]) -> String {
+    diagnostics.iter().map(|d| format!("{d}\n")).collect()
+}
+
+fn overwrite() -> bool {
+    std::env::var("SNAPSHOTS").as_deref() == Ok("overwrite")
+}
+
+/// Compares `actual` with `case/expected.txt`, or rewrites it under `SNAPSHOTS=overwrite`.
+fn check_snapshot(case: &Path, actual: &str, mismatches: &mut Vec<String>) {
+    let expected_file = case.join("expected.txt");
+    if overwrite() {
+        std::fs::write(&expected_file, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&expected_file).unwrap_or_default();
+    if expected != actual {
+        mismatches.push(format!(
+            "{}:\n--- expected\n{expected}--- actual\n{actual}",
+            case.display()
+        ));
+    }
+}
+
+#[test]
+fn valid_fixtures_load_into_a_plan() {
+    let cases = cases("valid");
+    assert!(cases.len() >= 10, "only {} valid fixtures", cases.len());
+    let mut mismatches = Vec::new();
+    for case in &cases {
+        let report = load(&case.join("tributary.yaml"), LoadOptions::default());
+        let plan = report.plan.unwrap_or_else(|| {
+            panic!(
+                "{} should be valid:\n{}",
+                case.display(),
+                render(&report.diagnostics)
+            )
+        });
+        assert!(
+            !plan.importers.is_empty(),
+            "{}: no importer",
+            case.display()
+        );
+        // Warnings (if any) are part of the expected output too.
+        let actual = render(&report.diagnostics);
+        if !actual.is_empty() || case.join("expected.txt").exists() {
+            check_snapshot(case, &actual, &mut mismatches);
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+#[test]
+fn invalid_fixtures_report_the_exact_diagnostics() {
+    let cases = cases("invalid");
+    assert!(cases.len() >= 25, "only {} invalid fixtures", cases.len());
+    let mut mismatches = Vec::new();
+    for case in &cases {
+        let report = load(&case.join("tributary.yaml"), LoadOptions::default());
+        assert!(
+            report.plan.is_none(),
+            "{} should be invalid but loaded",
+            case.display()
+        );
+        let actual = render(&report.diagnostics);
+        // Only whole-file problems (empty or unreadable file) may lack a position.
+        assert!(
+            report
+                .diagnostics
+                .iter()
+                .all(|d| d.position.is_some() || d.key.is_empty()),
+            "{}: a diagnostic has no position:\n{actual}",
+            case.display()
+        );
+        check_snapshot(case, &actual, &mut mismatches);
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+#[test]
+fn validate_reports_every_broken_file_in_one_run_and_exits_78() {
+    let case = repo().join("tests/fixtures/invalid/several-broken-files");
+    let output = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .arg("validate")
+        .arg("--config")
+        .arg(case.join("tributary.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    for file in [
+        "connectors.d/crm.yaml:",
+        "connectors.d/second.yaml:",
+        "importers.d/other.yaml:",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(file)),
+            "{file} not reported:\n{stdout}"
+        );
+    }
+    assert!(stdout.ends_with("errors, 0 warnings\n"), "{stdout}");
+
+    let json = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["validate", "--format", "json", "--config"])
+        .arg(case.join("tributary.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(json.status.code(), Some(78));
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(doc["valid"], false);
+    let files: Vec<&str> = doc["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["file"].as_str().unwrap())
+        .collect();
+    assert!(files.contains(&"connectors.d/second.yaml"), "{files:?}");
+    assert!(doc["diagnostics"][0]["line"].is_u64());
+}
+
+#[test]
+fn validate_exits_0_on_a_valid_tree() {
+    let case = repo().join("tests/fixtures/valid/minimal");
+    let output = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["validate", "--config"])
+        .arg(case.join("tributary.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        "ok: 1 connectors, 1 importers, 0 warnings\n"
+    );
+}
+
+#[test]
+fn every_repository_connector_and_importer_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tributary.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "connectors_dir: {}\nimporters_dir: {}\n",
+            repo().join("connectors.d").display(),
+            repo().join("importers.d").display()
+        ),
+    )
+    .unwrap();
+    let report = load(&config, LoadOptions::default());
+    assert!(
+        report.diagnostics.is_empty(),
+        "{}",
+        render(&report.diagnostics)
+    );
+    let plan = report.plan.unwrap();
+    let files = std::fs::read_dir(repo().join("connectors.d"))
+        .unwrap()
+        .count();
+    assert_eq!(plan.connectors.len(), files);
+    assert!(plan.importers.len() >= 3);
+}
+
+#[test]
+fn resolve_credentials_reports_references_that_do_not_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = repo().join("tests/fixtures/valid/session-login");
+    let config = dir.path().join("tributary.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "connectors_dir: {}\nimporters_dir: {}\n",
+            case.join("connectors.d").display(),
+            case.join("importers.d").display()
+        ),
+    )
+    .unwrap();
+    assert!(load(&config, LoadOptions::default()).plan.is_some());
+    let report = load(
+        &config,
+        LoadOptions {
+            resolve_credentials: true,
+        },
+    );
+    assert!(report.plan.is_none());
+    let text = render(&report.diagnostics);
+    assert!(
+        text.contains(
+            "importers.d/sugar.yaml:3:3: credentials.username: environment variable `SUGAR_USER` is not set"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn committed_schemas_are_fresh() {
+    let mut stale = Vec::new();
+    for (name, value) in tributary::config::schema::all() {
+        let path = repo().join("schemas").join(name);
+        let fresh = tributary::config::schema::render(&value);
+        if overwrite() {
+            std::fs::write(&path, &fresh).unwrap();
+            continue;
+        }
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(fresh.as_str()) {
+            stale.push(name);
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "stale schemas {stale:?}: run `tributary schema --out schemas` and commit"
+    );
+}
