@@ -240,3 +240,40 @@ fn committed_schemas_are_fresh() {
         "stale schemas {stale:?}: run `tributary schema --out schemas` and commit"
     );
 }
+
+#[test]
+fn generated_key_reference_in_docs_is_fresh() {
+    const BEGIN: &str = "<!-- BEGIN GENERATED REFERENCE -->\n";
+    const END: &str = "<!-- END GENERATED REFERENCE -->";
+    let path = repo().join("docs/configuration.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let start = doc.find(BEGIN).expect("begin marker") + BEGIN.len();
+    let end = doc.find(END).expect("end marker");
+    let fresh = format!(
+        "{}{}{}",
+        &doc[..start],
+        tributary::config::schema::reference_markdown(),
+        &doc[end..]
+    );
+    if overwrite() {
+        std::fs::write(&path, &fresh).unwrap();
+        return;
+    }
+    assert!(
+        doc == fresh,
+        "docs/configuration.md key reference is stale: run SNAPSHOTS=overwrite cargo test --test tests config::"
+    );
+    // Every key of every file is documented.
+    for key in [
+        "`store`",
+        "`encryption_key`",
+        "`contacts.pagination.stop`",
+        "`auth.NAME.rotates_refresh_token`",
+        "`contacts.custom_fields[].delimiter`",
+        "`filters.NAME.apply.op`",
+        "`page_budget`",
+        "`credentials.NAME`",
+    ] {
+        assert!(doc.contains(key), "{key} missing from the reference");
+    }
+}

@@ -223,7 +223,8 @@ pub enum AuthSpec {
         #[serde(default)]
         rotates_refresh_token: bool,
     },
-    /// A login request whose response yields a session token, then sent as `apply` says.
+    /// A login request whose response yields a session token (`token.session`), then sent
+    /// on every request as `headers` and `query` say.
     Session {
         /// The login request.
         login: RequestSpec,
@@ -498,8 +499,8 @@ pub struct FieldsSpec {
 pub struct TimestampSpec {
     /// JSONPath(s) to the value.
     pub path: PathList,
-    /// `rfc3339` (default), `rfc2822`, `unix_seconds`, `unix_millis`, or a chrono
-    /// `strftime` format such as `%Y-%m-%d %H:%M:%S`.
+    /// `rfc3339` (default), `rfc2822`, `http_date`, `unix_seconds`, `unix_millis`, `date`,
+    /// or a chrono `strftime` format such as `%Y-%m-%d %H:%M:%S`.
     #[serde(default)]
     pub format: Option<String>,
     /// Zone assumed when the value has none: `UTC` (default) or an offset like `+02:00`.
