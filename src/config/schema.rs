@@ -208,9 +208,7 @@ impl<'a> Walker<'a, '_> {
         let kind = self.type_name(property);
         self.line(
             depth,
-            &format!("`{path}` ({kind}{requirement}): {description}")
-                .trim_end_matches(": ")
-                .to_string(),
+            format!("`{path}` ({kind}{requirement}): {description}").trim_end_matches(": "),
         );
         // Maps of named entries (`auth.NAME`, `filters.NAME`, ...).
         if let Some(values) = resolved.get("additionalProperties")
