@@ -289,12 +289,15 @@ fn daemon_config(
         .listen
         .clone()
         .unwrap_or_else(|| defaults::LISTEN.to_string());
-    if listen.parse::<std::net::SocketAddr>().is_err() {
+    let port_ok = listen
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !port_ok {
         diagnostics.push(Diagnostic::error(
             shown,
             locator.find("listen"),
             "listen",
-            format!("`{listen}` is not an address:port such as 127.0.0.1:9477"),
+            format!("`{listen}` is not host:port such as 127.0.0.1:9477"),
         ));
     }
     DaemonConfig {
@@ -492,7 +495,13 @@ fn yaml_diagnostic(text: &str, shown: &Path, path: &str, error: &serde_yaml::Err
     if let Some(index) = message.find(" at line ") {
         message.truncate(index);
     }
-    let path = if path == "." { "" } else { path };
+    // `?` marks a place serde could not name (a YAML syntax error): keep the named part.
+    let syntax = path.contains('?');
+    let path = match path.find('?') {
+        Some(at) => path[..at].trim_end_matches('.'),
+        None if path == "." => "",
+        None => path,
+    };
     // serde_yaml's own path may be shorter than serde_path_to_error's (it stops at the
     // block a streaming deserializer took over): strip the longest matching prefix.
     let mut ancestor = path;
@@ -535,6 +544,9 @@ fn yaml_diagnostic(text: &str, shown: &Path, path: &str, error: &serde_yaml::Err
     }
     if position.is_none() {
         position = Locator::new(text).find(&key);
+    }
+    if syntax {
+        message = format!("invalid YAML: {message}");
     }
     Diagnostic::error(shown, position, key, message)
 }

@@ -307,7 +307,7 @@ impl<'de> Deserialize<'de> for SecretRef {
 
             fn visit_str<E: de::Error>(self, _: &str) -> Result<SecretRef, E> {
                 Err(E::custom(
-                    "a credential is given by reference ({env: NAME}, {file: PATH} or \
+                    "a secret is given by reference ({env: NAME}, {file: PATH} or \
                      {credential: NAME}); a value written in this file must be marked \
                      {literal: VALUE}",
                 ))
