@@ -410,7 +410,7 @@ mod tests {
         let text = "connector: x\nlist: l\ncredentials:\n  api_key: abc123\n";
         assert_eq!(
             error_of::<ImporterSpec>(text),
-            "f.yaml:4:12: credentials.api_key: a credential is given by reference ({env: NAME}, {file: PATH} or {credential: NAME}); a value written in this file must be marked {literal: VALUE}"
+            "f.yaml:4:12: credentials.api_key: a secret is given by reference ({env: NAME}, {file: PATH} or {credential: NAME}); a value written in this file must be marked {literal: VALUE}"
         );
         let ok = parse_yaml::<ImporterSpec>(
             "connector: x\nlist: l\ncredentials:\n  a: {env: A}\n  b: {literal: x}\n",
