@@ -277,3 +277,114 @@ fn generated_key_reference_in_docs_is_fresh() {
         assert!(doc.contains(key), "{key} missing from the reference");
     }
 }
+
+#[test]
+fn the_plan_applies_defaults_and_compiles_templates() {
+    use std::time::Duration;
+    use tributary::plan::{Auth, Pagination, Sync};
+    use tributary::template::Escape;
+
+    let case = repo().join("tests/fixtures/valid/cursor-api-key-header");
+    let plan = tributary::config::load::load_plan(&case.join("tributary.yaml")).unwrap();
+    assert_eq!(
+        plan.daemon.store_url,
+        format!("sqlite://{}", case.join("tributary.db").display())
+    );
+    assert_eq!(plan.daemon.connectors_dir, case.join("connectors.d"));
+    assert_eq!(plan.daemon.concurrency, 4);
+    assert_eq!(plan.daemon.listen, "127.0.0.1:9477");
+
+    let importer = &plan.importers["sales"];
+    assert_eq!(importer.auth_scheme, "token");
+    assert!(matches!(importer.auth(), Some(Auth::ApiKey { name, .. }) if name == "x-api-token"));
+    assert_eq!(importer.interval, Duration::from_secs(60));
+    assert_eq!(importer.page_budget, None, "page_budget: 0 means unlimited");
+    assert_eq!(importer.page_size, 500);
+    assert!(importer.enabled);
+    assert_eq!(
+        importer.server_filter_context()["owner_id"],
+        serde_json::json!(11)
+    );
+    assert_eq!(importer.fingerprint.len(), 64);
+
+    let connector = &importer.connector;
+    assert_eq!(connector.service, "crm");
+    assert_eq!(connector.page_size_max, 500);
+    assert_eq!(connector.connect_timeout, Duration::from_secs(5));
+    assert!(matches!(
+        &connector.pagination,
+        Pagination::Cursor { common, .. } if common.max_pages == 1000 && common.stop.len() == 2
+    ));
+    assert!(matches!(
+        connector.sync,
+        Sync::Incremental { lookback, .. } if lookback == Duration::from_secs(120)
+    ));
+    let ctx = serde_json::json!({"settings": {"company": "acme"}});
+    assert_eq!(
+        connector.base_url.render(&ctx, Escape::None).unwrap(),
+        "https://acme.crm.example/api/v2"
+    );
+    let zone = connector.fields.updated_at.as_ref().unwrap().zone;
+    assert_eq!(zone.local_minus_utc(), 7200);
+
+    // Defaults elsewhere: interval PT30M, page budget 50, page size = connector default.
+    let case = repo().join("tests/fixtures/valid/minimal");
+    let plan = tributary::config::load::load_plan(&case.join("tributary.yaml")).unwrap();
+    let importer = &plan.importers["plain"];
+    assert_eq!(importer.interval, Duration::from_secs(1800));
+    assert_eq!(importer.page_budget, Some(50));
+    assert_eq!(importer.auth_scheme, "");
+    assert!(matches!(
+        importer.connector.sync,
+        Sync::FullRefresh { every } if every == Duration::from_secs(7 * 86400)
+    ));
+}
+
+#[test]
+fn a_missing_config_at_the_default_location_means_defaults_in_the_current_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let minimal = repo().join("tests/fixtures/valid/minimal");
+    for sub in ["connectors.d", "importers.d"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+        for entry in std::fs::read_dir(minimal.join(sub)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dir.path().join(sub).join(entry.file_name())).unwrap();
+        }
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .arg("validate")
+        .current_dir(dir.path())
+        .env_remove("TRIBUTARY_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "ok: 1 connectors, 1 importers, 0 warnings\n"
+    );
+    assert_eq!(output.status.code(), Some(0));
+
+    // A config named explicitly must exist.
+    let output = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["validate", "--config", "elsewhere.yaml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "elsewhere.yaml: cannot read config file: no such file\ninvalid: 1 errors, 0 warnings\n"
+    );
+
+    // $TRIBUTARY_CONFIG is used when no flag is given.
+    let output = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .arg("validate")
+        .current_dir(dir.path())
+        .env("TRIBUTARY_CONFIG", "from-env.yaml")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&output.stdout).starts_with("from-env.yaml: cannot read"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}

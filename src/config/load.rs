@@ -496,7 +496,7 @@ fn yaml_diagnostic(text: &str, shown: &Path, path: &str, error: &serde_yaml::Err
         message.truncate(index);
     }
     // `?` marks a place serde could not name (a YAML syntax error): keep the named part.
-    let syntax = path.contains('?');
+    let syntax = path == "?";
     let path = match path.find('?') {
         Some(at) => path[..at].trim_end_matches('.'),
         None if path == "." => "",
