@@ -151,6 +151,17 @@ pub fn load(config_path: &Path, options: LoadOptions) -> LoadReport {
         &config_locator,
         &mut diagnostics,
     );
+    if options.resolve_credentials
+        && let Some(reference) = &daemon.encryption_key
+        && let Err(error) = crate::secret::resolve(reference)
+    {
+        diagnostics.push(Diagnostic::error(
+            shown_config.clone(),
+            config_locator.find("encryption_key"),
+            "encryption_key",
+            error.to_string(),
+        ));
+    }
 
     let mut broken_connectors = std::collections::BTreeSet::new();
     let connectors = read_dir::<ConnectorSpec>(
@@ -472,7 +483,10 @@ pub fn parse_yaml<T: DeserializeOwned>(text: &str, shown: &Path) -> Result<T, Ve
 fn check_spec_version(text: &str, shown: &Path) -> Option<Diagnostic> {
     let value: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
     let version = value.as_mapping()?.get("spec_version")?;
-    if version.as_u64() == Some(u64::from(crate::config::spec::CONNECTOR_SPEC_VERSION)) {
+    // Not a number: serde's own message ("invalid type") says it better.
+    if !version.is_number()
+        || version.as_u64() == Some(u64::from(crate::config::spec::CONNECTOR_SPEC_VERSION))
+    {
         return None;
     }
     let written = serde_yaml::to_string(version)
