@@ -388,3 +388,137 @@ fn a_missing_config_at_the_default_location_means_defaults_in_the_current_dir() 
         String::from_utf8_lossy(&output.stdout)
     );
 }
+
+/// Renders every template of every repository connector with a full context, first run
+/// (`since` null) and later run, as the engine would: strict mode finds any variable the
+/// context would lack, and whole-body templates must render JSON.
+#[test]
+fn repository_connectors_render_their_requests() {
+    use serde_json::{Value, json};
+    use tributary::plan::{Auth, Body, Request};
+    use tributary::template::{Escape, Template};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tributary.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "connectors_dir: {}\nimporters_dir: {}\n",
+            repo().join("connectors.d").display(),
+            dir.path().join("none").display()
+        ),
+    )
+    .unwrap();
+    let report = load(&config, LoadOptions::default());
+    let plan = report.plan.expect("repository connectors load");
+
+    fn render_all(t: &Template, ctx: &Value, escape: Escape, what: &str) -> String {
+        t.render(ctx, escape)
+            .unwrap_or_else(|e| panic!("{what}: {e} (template {:?})", t.as_str()))
+    }
+    fn request(r: &Request, ctx: &Value, what: &str) {
+        render_all(&r.path, ctx, Escape::PathSegment, what);
+        for (name, t) in r.query.iter().chain(&r.headers) {
+            render_all(t, ctx, Escape::Query, &format!("{what} {name}"));
+        }
+        match &r.body {
+            Some(Body::Json(tree)) => {
+                tree.render(ctx)
+                    .unwrap_or_else(|e| panic!("{what} body: {e}"));
+            }
+            Some(Body::Form(fields)) => {
+                for (name, t) in fields {
+                    render_all(t, ctx, Escape::None, &format!("{what} form {name}"));
+                }
+            }
+            Some(Body::Template(t)) => {
+                let text = render_all(t, ctx, Escape::Json, &format!("{what} body"));
+                serde_json::from_str::<Value>(&text)
+                    .unwrap_or_else(|e| panic!("{what}: body is not JSON ({e}): {text}"));
+            }
+            None => {}
+        }
+    }
+
+    for (id, connector) in &plan.connectors {
+        let settings: serde_json::Map<String, Value> = connector
+            .settings
+            .iter()
+            .map(|(name, s)| (name.clone(), s.default.clone().unwrap_or(json!("x"))))
+            .collect();
+        let filters: serde_json::Map<String, Value> = connector
+            .filters
+            .keys()
+            .map(|name| (name.clone(), Value::Null))
+            .collect();
+        let credentials = json!({
+            "api_token": "t", "access_token": "t", "token": "t", "client_id": "c",
+            "client_secret": "s", "refresh_token": "r", "secret_key": "k", "api_key": "k",
+            "username": "u", "password": "p", "login_email": "e", "login_password": "p"
+        });
+        for since in [Value::Null, json!("2024-05-01T10:00:00Z")] {
+            let ctx = json!({
+                "credentials": credentials,
+                "settings": settings,
+                "filters": filters,
+                "token": {"access_token": "a", "instance_url": "https://x.my.salesforce.com",
+                          "api_domain": "https://acme.pipedrive.com", "session": "s"},
+                "since": since,
+                "page": 1, "offset": 0, "cursor": null, "page_size": connector.page_size_default,
+                "keyset": {"updated": null, "id": null},
+                "now": "2024-05-02T00:00:00Z"
+            });
+            let base = render_all(&connector.base_url, &ctx, Escape::None, id);
+            assert!(base.starts_with("http"), "{id}: base URL {base}");
+            for (name, t) in &connector.headers {
+                render_all(t, &ctx, Escape::Header, &format!("{id} header {name}"));
+            }
+            request(&connector.request, &ctx, id);
+            for (scheme, auth) in &connector.auth {
+                let what = format!("{id} auth {scheme}");
+                match auth {
+                    Auth::None => {}
+                    Auth::ApiKey { value, .. } => {
+                        render_all(value, &ctx, Escape::Header, &what);
+                    }
+                    Auth::Bearer { token } => {
+                        render_all(token, &ctx, Escape::Header, &what);
+                    }
+                    Auth::Basic { username, password } => {
+                        render_all(username, &ctx, Escape::None, &what);
+                        if let Some(p) = password {
+                            render_all(p, &ctx, Escape::None, &what);
+                        }
+                    }
+                    Auth::Oauth2 {
+                        token_url,
+                        client_id,
+                        client_secret,
+                        refresh_token,
+                        ..
+                    } => {
+                        for t in [token_url, client_id, client_secret, refresh_token] {
+                            render_all(t, &ctx, Escape::None, &what);
+                        }
+                    }
+                    Auth::Session {
+                        login,
+                        headers,
+                        query,
+                        ..
+                    } => {
+                        request(login, &ctx, &what);
+                        for (_, t) in headers.iter().chain(query) {
+                            render_all(t, &ctx, Escape::Header, &what);
+                        }
+                    }
+                    Auth::Header { headers } => {
+                        for (_, t) in headers {
+                            render_all(t, &ctx, Escape::Header, &what);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
