@@ -522,3 +522,109 @@ fn repository_connectors_render_their_requests() {
         }
     }
 }
+
+/// The repository connectors' JSONPaths against response shapes of the real services
+/// (`tests/fixtures/responses/<connector>.json`, from shared/reference/services.md): the
+/// records path finds the records, the email and update time are found in the first
+/// record, every mapped field and custom field of that record finds a value, and the
+/// next-page pointer is where the pagination style looks for it.
+#[test]
+fn repository_connectors_read_real_response_shapes() {
+    use serde_json::Value;
+    use tributary::jsonpath::JsonPath;
+    use tributary::plan::Pagination;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tributary.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "connectors_dir: {}\nimporters_dir: {}\n",
+            repo().join("connectors.d").display(),
+            dir.path().join("none").display()
+        ),
+    )
+    .unwrap();
+    let plan = load(&config, LoadOptions::default()).plan.unwrap();
+    let first = |paths: &[JsonPath], record: &Value| -> Option<Value> {
+        paths.iter().find_map(|p| {
+            p.query(record)
+                .into_iter()
+                .find(|v| !v.is_null() && v.as_str() != Some(""))
+                .cloned()
+        })
+    };
+    let responses = repo().join("tests/fixtures/responses");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&responses).unwrap() {
+        let path = entry.unwrap().path();
+        let id = path.file_stem().unwrap().to_str().unwrap().to_string();
+        let body: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let connector = plan
+            .connectors
+            .get(&id)
+            .unwrap_or_else(|| panic!("no connector for {}", path.display()));
+        let records = connector.records.query(&body);
+        assert!(!records.is_empty(), "{id}: records path finds nothing");
+        let record = records[0];
+        assert_eq!(
+            first(&connector.fields.email, record),
+            Some(Value::String("ada@example.com".into())),
+            "{id}: email"
+        );
+        let f = &connector.fields;
+        for (name, paths) in [
+            ("first_name", &f.first_name),
+            ("last_name", &f.last_name),
+            ("full_name", &f.full_name),
+            ("phone", &f.phone),
+            ("organization", &f.organization),
+            ("external_id", &f.external_id),
+        ] {
+            if !paths.is_empty() {
+                assert!(first(paths, record).is_some(), "{id}: {name} finds nothing");
+            }
+        }
+        if let Some(ts) = &f.updated_at {
+            let value = first(&ts.paths, record).unwrap_or_else(|| panic!("{id}: updated_at"));
+            assert!(
+                ts.format.read(&value, ts.zone).is_some(),
+                "{id}: updated_at {value} does not read as {:?}",
+                ts.format
+            );
+        }
+        for custom in &connector.custom_fields {
+            assert!(
+                custom.paths.iter().any(|p| !p.query(record).is_empty()),
+                "{id}: custom field {} finds nothing",
+                custom.def.label
+            );
+        }
+        let pointer = match &connector.pagination {
+            Pagination::Cursor { cursor, .. } => Some(cursor),
+            Pagination::NextUrl { next_url, .. } => Some(next_url),
+            _ => None,
+        };
+        if let Some(pointer) = pointer {
+            assert!(
+                pointer.query(&body).iter().any(|v| v.is_string()),
+                "{id}: next-page pointer `{}` finds nothing",
+                pointer.as_str()
+            );
+        }
+        if let Some(common) = connector.pagination.common() {
+            for path in [&common.has_more, &common.total, &common.total_pages]
+                .into_iter()
+                .flatten()
+            {
+                assert!(
+                    !path.query(&body).is_empty(),
+                    "{id}: `{}` finds nothing",
+                    path.as_str()
+                );
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} response samples");
+}
