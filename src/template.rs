@@ -968,6 +968,23 @@ mod tests {
     }
 
     #[test]
+    fn else_if_chains_and_subexpressions_are_walked() {
+        let t = Template::compile(
+            "{{#if settings.a}}a{{else if settings.b}}b{{else}}{{json (default filters.c cursor)}}{{/if}}",
+        )
+        .unwrap();
+        assert_eq!(
+            t.variables(),
+            vec!["cursor", "filters.c", "settings.a", "settings.b"]
+        );
+        let error = Template::compile("{{#if x}}{{else if (shout y)}}{{/if}}").unwrap_err();
+        assert!(
+            error.message.starts_with("unknown helper `shout`"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn unknown_helpers_and_syntax_errors_fail_at_compile_time() {
         let error = Template::compile("a {{shout credentials.api_key}}").unwrap_err();
         assert!(

@@ -463,6 +463,16 @@ fn compile_connector(
             .error("contacts.max_results_per_query", "must be at least 1");
     }
     let pagination = compile_pagination(&mut cx, &contacts.pagination);
+    if contacts.max_results_per_query.is_some()
+        && !cx.uses.common.contains("keyset.updated")
+        && !cx.uses.common.contains("keyset.id")
+        && cx.broken_templates == 0
+    {
+        cx.file.error(
+            "contacts.max_results_per_query",
+            "restarting a query needs `{{keyset.updated}}` or `{{keyset.id}}` in contacts.request",
+        );
+    }
 
     // Fields.
     let f = &contacts.fields;
@@ -1320,12 +1330,34 @@ pub fn build_plan(
 /// Two connectors of one service share custom fields by tag: a tag that two different
 /// labels give is an error (the same label in both is sharing, and fine).
 fn check_service_tags(files: &[SourceFile<ConnectorSpec>], out: &mut Vec<Diagnostic>) {
-    let mut seen: BTreeMap<(String, String), (String, &Path, usize)> = BTreeMap::new();
+    type Seen<'f> = BTreeMap<(String, String), (String, &'f Path, CustomFieldType)>;
+    let mut seen: Seen = BTreeMap::new();
     for file in files {
         let service = file.spec.service.clone().unwrap_or_else(|| file.id.clone());
         for (index, cf) in file.spec.contacts.custom_fields.iter().enumerate() {
             let tag = personalization_tag(&service, &cf.label);
+            let field_type = cf.field_type.unwrap_or(CustomFieldType::Text);
             match seen.get(&(service.clone(), tag.clone())) {
+                Some((label, other, other_type))
+                    if *label == cf.label
+                        && *other_type != field_type
+                        && *other != file.shown.as_path() =>
+                {
+                    // One field in the store: the first connector to run would fix its
+                    // type and the other's values would be converted or fail.
+                    let key = format!("contacts.custom_fields[{index}].type");
+                    out.push(Diagnostic::warning(
+                        &file.shown,
+                        file.locator.find(&key),
+                        key,
+                        format!(
+                            "custom field '{label}' is `{}` here but `{}` in {} (same service '{service}', one field {tag})",
+                            type_label(field_type),
+                            type_label(*other_type),
+                            other.display()
+                        ),
+                    ));
+                }
                 Some((label, other, _)) if *label != cf.label && *other != file.shown.as_path() => {
                     let key = format!("contacts.custom_fields[{index}].label");
                     out.push(Diagnostic::error(
@@ -1343,11 +1375,20 @@ fn check_service_tags(files: &[SourceFile<ConnectorSpec>], out: &mut Vec<Diagnos
                 None => {
                     seen.insert(
                         (service.clone(), tag),
-                        (cf.label.clone(), file.shown.as_path(), index),
+                        (cf.label.clone(), file.shown.as_path(), field_type),
                     );
                 }
             }
         }
+    }
+}
+
+fn type_label(field_type: CustomFieldType) -> &'static str {
+    match field_type {
+        CustomFieldType::Text => "text",
+        CustomFieldType::Number => "number",
+        CustomFieldType::Date => "date",
+        CustomFieldType::List => "list",
     }
 }
 
