@@ -93,6 +93,38 @@ fn list(names: impl IntoIterator<Item = impl AsRef<str>>) -> String {
     }
 }
 
+/// `; did you mean 'x'?` when one candidate is a small typo away from `name`, else empty.
+fn suggest<'c>(name: &str, candidates: impl IntoIterator<Item = &'c str>) -> String {
+    let limit = (name.chars().count() / 4).max(1);
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(name, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, c)| format!("; did you mean '{c}'?"))
+        .unwrap_or_default()
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let current = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                previous
+            } else {
+                1 + previous.min(row[j]).min(current)
+            };
+            previous = current;
+        }
+    }
+    row[b.len()]
+}
+
 /// What a connector's templates read, for the checks that need an importer.
 #[derive(Debug, Default, Clone)]
 struct Uses {
@@ -139,8 +171,9 @@ impl ContextRules<'_> {
                 };
                 if !self.spec.settings.contains_key(*name) {
                     return Err(format!(
-                        "setting '{name}' is not declared under `settings` (declared: {})",
-                        list(self.spec.settings.keys())
+                        "setting '{name}' is not declared under `settings` (declared: {}){}",
+                        list(self.spec.settings.keys()),
+                        suggest(name, self.spec.settings.keys().map(String::as_str))
                     ));
                 }
                 Ok(())
@@ -151,8 +184,9 @@ impl ContextRules<'_> {
                 };
                 match self.spec.filters.get(*name) {
                     None => Err(format!(
-                        "filter '{name}' is not declared under `filters` (declared: {})",
-                        list(self.server_filters())
+                        "filter '{name}' is not declared under `filters` (declared: {}){}",
+                        list(self.server_filters()),
+                        suggest(name, self.server_filters().into_iter().map(String::as_str))
                     )),
                     Some(f) if !matches!(f.apply, FilterApply::Server {}) => Err(format!(
                         "filter '{name}' is applied client-side; templates see only server-side filters"
@@ -186,7 +220,23 @@ impl ContextRules<'_> {
                     Ok(())
                 }
             }
-            _ => Err(format!("unknown variable `{variable}` ({known})")),
+            root => {
+                let roots = [
+                    "credentials",
+                    "settings",
+                    "filters",
+                    "token",
+                    "keyset",
+                    "since",
+                    "page",
+                    "offset",
+                    "cursor",
+                    "page_size",
+                    "now",
+                ];
+                let hint = suggest(root, roots);
+                Err(format!("unknown variable `{variable}` ({known}){hint}"))
+            }
         }
     }
 
@@ -1056,9 +1106,10 @@ fn compile_importer(
         cx.error(
             "connector",
             format!(
-                "no connector '{}' in the connectors directory (known: {})",
+                "no connector '{}' in the connectors directory (known: {}){}",
                 spec.connector,
-                list(connectors.keys())
+                list(connectors.keys()),
+                suggest(&spec.connector, connectors.keys().map(String::as_str))
             ),
         );
         return None;
@@ -1081,8 +1132,9 @@ fn compile_importer(
             cx.error(
                 "auth",
                 format!(
-                    "connector '{cid}' has no auth scheme '{name}' (known: {})",
-                    list(&schemes)
+                    "connector '{cid}' has no auth scheme '{name}' (known: {}){}",
+                    list(&schemes),
+                    suggest(name, schemes.iter().map(|s| s.as_str()))
                 ),
             );
             None
@@ -1144,8 +1196,9 @@ fn compile_importer(
             cx.error(
                 &format!("settings.{name}"),
                 format!(
-                    "connector '{cid}' has no setting '{name}' (known: {})",
-                    list(cspec.settings.keys())
+                    "connector '{cid}' has no setting '{name}' (known: {}){}",
+                    list(cspec.settings.keys()),
+                    suggest(name, cspec.settings.keys().map(String::as_str))
                 ),
             );
         } else if value.is_null() {
@@ -1181,8 +1234,9 @@ fn compile_importer(
             cx.error(
                 &key,
                 format!(
-                    "connector '{cid}' has no filter '{name}' (known: {})",
-                    list(cspec.filters.keys())
+                    "connector '{cid}' has no filter '{name}' (known: {}){}",
+                    list(cspec.filters.keys()),
+                    suggest(name, cspec.filters.keys().map(String::as_str))
                 ),
             );
             continue;
@@ -1421,5 +1475,24 @@ fn check_duplicate_streams(files: &[SourceFile<ImporterSpec>], out: &mut Vec<Dia
         } else {
             seen.insert(key, file);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_only_for_small_typos() {
+        assert_eq!(
+            suggest("stag", ["stage", "owner_id"]),
+            "; did you mean 'stage'?"
+        );
+        assert_eq!(
+            suggest("credential", ["credentials", "settings"]),
+            "; did you mean 'credentials'?"
+        );
+        assert_eq!(suggest("region", ["company"]), "");
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 }
