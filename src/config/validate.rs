@@ -722,6 +722,39 @@ fn compile_connector(
         );
     }
 
+    // Declared but never read: a server-side filter would silently filter nothing, a
+    // setting would be asked of importers for no effect.
+    if cx.broken_templates == 0 {
+        let used: BTreeSet<&String> = cx
+            .uses
+            .common
+            .iter()
+            .chain(cx.uses.per_scheme.values().flatten())
+            .collect();
+        let reads = |root: &str, name: &str| {
+            let exact = format!("{root}.{name}");
+            let nested = format!("{exact}.");
+            used.iter().any(|v| **v == exact || v.starts_with(&nested))
+        };
+        for (name, filter) in &spec.filters {
+            if matches!(filter.apply, FilterApply::Server {}) && !reads("filters", name) {
+                cx.file.error(
+                    &format!("filters.{name}"),
+                    format!(
+                        "server-side filter '{name}' is used by no template, so it would filter nothing; send `{{{{filters.{name}}}}}` in contacts.request"
+                    ),
+                );
+            }
+        }
+        for name in spec.settings.keys() {
+            if !reads("settings", name) {
+                cx.file.warning(
+                    &format!("settings.{name}"),
+                    format!("setting '{name}' is used by no template"),
+                );
+            }
+        }
+    }
     let errors = cx.file.errors;
     let uses = cx.uses;
     if errors > 0 {
