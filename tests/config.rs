@@ -32,6 +32,26 @@ fn render(diagnostics: &[Diagnostic]) -> String {
     diagnostics.iter().map(|d| format!("{d}\n")).collect()
 }
 
+/// A temp `tributary.yaml` pointing at `connectors` and `importers` (none: an empty
+/// directory), so that trees outside a fixture root can be loaded.
+fn tree_config(connectors: &Path, importers: Option<&Path>) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tributary.yaml");
+    let importers = importers
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| dir.path().join("none"));
+    std::fs::write(
+        &config,
+        format!(
+            "connectors_dir: {}\nimporters_dir: {}\n",
+            connectors.display(),
+            importers.display()
+        ),
+    )
+    .unwrap();
+    (dir, config)
+}
+
 fn overwrite() -> bool {
     std::env::var("SNAPSHOTS").as_deref() == Ok("overwrite")
 }
@@ -165,17 +185,10 @@ fn validate_exits_0_on_a_valid_tree() {
 
 #[test]
 fn every_repository_connector_and_importer_validates() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("tributary.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "connectors_dir: {}\nimporters_dir: {}\n",
-            repo().join("connectors.d").display(),
-            repo().join("importers.d").display()
-        ),
-    )
-    .unwrap();
+    let (_dir, config) = tree_config(
+        &repo().join("connectors.d"),
+        Some(&repo().join("importers.d")),
+    );
     let report = load(&config, LoadOptions::default());
     assert!(
         report.diagnostics.is_empty(),
@@ -192,18 +205,8 @@ fn every_repository_connector_and_importer_validates() {
 
 #[test]
 fn resolve_credentials_reports_references_that_do_not_resolve() {
-    let dir = tempfile::tempdir().unwrap();
     let case = repo().join("tests/fixtures/valid/session-login");
-    let config = dir.path().join("tributary.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "connectors_dir: {}\nimporters_dir: {}\n",
-            case.join("connectors.d").display(),
-            case.join("importers.d").display()
-        ),
-    )
-    .unwrap();
+    let (_dir, config) = tree_config(&case.join("connectors.d"), Some(&case.join("importers.d")));
     assert!(load(&config, LoadOptions::default()).plan.is_some());
     let report = load(
         &config,
@@ -398,17 +401,7 @@ fn repository_connectors_render_their_requests() {
     use tributary::plan::{Auth, Body, Request};
     use tributary::template::{Escape, Template};
 
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("tributary.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "connectors_dir: {}\nimporters_dir: {}\n",
-            repo().join("connectors.d").display(),
-            dir.path().join("none").display()
-        ),
-    )
-    .unwrap();
+    let (_dir, config) = tree_config(&repo().join("connectors.d"), None);
     let report = load(&config, LoadOptions::default());
     let plan = report.plan.expect("repository connectors load");
 
@@ -534,17 +527,7 @@ fn repository_connectors_read_real_response_shapes() {
     use tributary::jsonpath::JsonPath;
     use tributary::plan::Pagination;
 
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("tributary.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "connectors_dir: {}\nimporters_dir: {}\n",
-            repo().join("connectors.d").display(),
-            dir.path().join("none").display()
-        ),
-    )
-    .unwrap();
+    let (_dir, config) = tree_config(&repo().join("connectors.d"), None);
     let plan = load(&config, LoadOptions::default()).plan.unwrap();
     let first = |paths: &[JsonPath], record: &Value| -> Option<Value> {
         paths.iter().find_map(|p| {
