@@ -73,13 +73,18 @@ pub enum LogFormat {
     Json,
 }
 
+// `SecretRef`, `AuthSpec`, `BodySpec`, `PaginationSpec`, `SyncSpec` and `FilterApply`
+// deserialize through `config::tagged`, which keeps key paths and line numbers that
+// serde's buffered tagged enums lose; their serde attributes here still drive
+// `Serialize` and the JSON Schema.
+
 // ---------------------------------------------------------------------------------------
 // Secret references (used by the daemon config and by importers)
 // ---------------------------------------------------------------------------------------
 
 /// Where a secret comes from. Secrets are never written in these files: they are named
 /// here and read at run time.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash)]
+#[derive(Clone, Serialize, JsonSchema, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum SecretRef {
     /// An environment variable of the daemon process.
@@ -92,6 +97,19 @@ pub enum SecretRef {
     /// A value written in clear in this file. Only for non-secret values or local
     /// experiments: importers live in git, so prefer the other forms.
     Literal(String),
+}
+
+/// Names the reference; a literal's value is never printed, so that a plan or an importer
+/// can be logged with `{:?}`.
+impl std::fmt::Debug for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretRef::Env(name) => f.debug_tuple("Env").field(name).finish(),
+            SecretRef::File(path) => f.debug_tuple("File").field(path).finish(),
+            SecretRef::Credential(name) => f.debug_tuple("Credential").field(name).finish(),
+            SecretRef::Literal(_) => f.write_str("Literal(****)"),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -167,7 +185,7 @@ pub struct SettingSpec {
 
 /// One authentication scheme. Every value is a template over `credentials.*` and
 /// `settings.*`.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AuthSpec {
     /// No authentication.
@@ -218,7 +236,8 @@ pub enum AuthSpec {
         #[serde(default)]
         rotates_refresh_token: bool,
     },
-    /// A login request whose response yields a session token, then sent as `apply` says.
+    /// A login request whose response yields a session token (`token.session`), then sent
+    /// on every request as `headers` and `query` say.
     Session {
         /// The login request.
         login: RequestSpec,
@@ -296,7 +315,7 @@ pub enum HttpMethod {
 }
 
 /// A request body.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum BodySpec {
     /// A JSON document whose string leaves are templates. A leaf that is exactly one
@@ -354,7 +373,7 @@ pub struct PageSizeSpec {
 /// Pagination style. Every style but `none` must name at least one stop rule; any stop
 /// rule wins over a has-more flag. Loop guards (a repeated token or URL, `max_pages`) are
 /// always on.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PaginationSpec {
     /// One response holds everything.
@@ -493,8 +512,8 @@ pub struct FieldsSpec {
 pub struct TimestampSpec {
     /// JSONPath(s) to the value.
     pub path: PathList,
-    /// `rfc3339` (default), `rfc2822`, `unix_seconds`, `unix_millis`, or a chrono
-    /// `strftime` format such as `%Y-%m-%d %H:%M:%S`.
+    /// `rfc3339` (default), `rfc2822`, `http_date`, `unix_seconds`, `unix_millis`, `date`,
+    /// or a chrono `strftime` format such as `%Y-%m-%d %H:%M:%S`.
     #[serde(default)]
     pub format: Option<String>,
     /// Zone assumed when the value has none: `UTC` (default) or an offset like `+02:00`.
@@ -570,7 +589,7 @@ pub struct PredicateSpec {
 }
 
 /// How changes are found.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SyncSpec {
     /// Ask for records updated since the saved watermark. Where the value goes (a query
@@ -630,7 +649,7 @@ pub enum FilterValueType {
 }
 
 /// Where a filter is applied.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(tag = "at", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FilterApply {
     /// The service filters: the value is available to templates as `filters.NAME`.
