@@ -24,4 +24,8 @@ pub enum Command {
     Validate(crate::commands::validate::ValidateArgs),
     /// Print the JSON Schemas of the three file kinds.
     Schema(crate::commands::schema::SchemaArgs),
+    /// List, create and rename custom fields.
+    Fields(crate::commands::fields::FieldsArgs),
+    /// Show imported contacts; record unsubscribes and bounces.
+    Contacts(crate::commands::contacts::ContactsArgs),
 }

@@ -1,3 +1,4 @@
 //! Integration tests: one binary, modules per concern.
 
 mod config;
+mod store;
