@@ -24,4 +24,6 @@ pub enum Command {
     Validate(crate::commands::validate::ValidateArgs),
     /// Print the JSON Schemas of the three file kinds.
     Schema(crate::commands::schema::SchemaArgs),
+    /// Run one importer now and print a summary (`--dry-run`: show, write nothing).
+    Run(crate::commands::run::RunArgs),
 }

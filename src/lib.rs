@@ -21,5 +21,6 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod duration;
+pub mod engine;
 pub mod model;
 pub mod store;

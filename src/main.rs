@@ -9,6 +9,7 @@ fn main() {
     let result = match &cli.command {
         Command::Validate(args) => commands::validate::execute(&cli, args),
         Command::Schema(args) => commands::schema::execute(&cli, args),
+        Command::Run(args) => commands::run::execute(&cli, args),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -1,1 +1,4 @@
 //! Integration tests: one binary, modules per concern.
+
+mod common;
+mod sync;

@@ -1,5 +1,6 @@
 //! One module per CLI subcommand. Each exposes `*Args` (clap) and an `execute` function
 //! returning the process exit code.
 
+pub mod run;
 pub mod schema;
 pub mod validate;
