@@ -12,7 +12,7 @@ use anyhow::Context as _;
 
 use crate::config::load::{load_plan, locate_config};
 use crate::duration::IsoDuration;
-use crate::engine::{DryRun, Progress, RunError, RunOptions, RunSummary, run_importer};
+use crate::engine::{DryRun, Progress, ProgressFn, RunError, RunOptions, RunSummary, run_importer};
 use crate::model::{FieldValue, SubscriptionMeaning};
 use crate::store::{KeySource, RunOutcome, StoreOptions};
 
@@ -35,7 +35,7 @@ pub struct RunArgs {
     pub pages: u64,
     /// Wait up to this long (ISO 8601, e.g. `PT5M`) for a run of the same importer in
     /// another process to finish, instead of refusing at once.
-    #[arg(long)]
+    #[arg(long, value_parser = IsoDuration::parse)]
     pub wait: Option<IsoDuration>,
 }
 
@@ -65,7 +65,11 @@ pub fn execute(cli: &crate::cli::Cli, args: &RunArgs) -> anyhow::Result<i32> {
             "no importer `{}` in {} (known: {})",
             args.importer,
             plan.daemon.importers_dir.display(),
-            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
         );
     };
     let encryption_key = match &plan.daemon.encryption_key {
@@ -83,21 +87,20 @@ pub fn execute(cli: &crate::cli::Cli, args: &RunArgs) -> anyhow::Result<i32> {
         retention: plan.daemon.retention,
         ..StoreOptions::default()
     };
-    let progress: Option<Arc<dyn Fn(&Progress) + Send + Sync>> =
-        if std::io::stderr().is_terminal() && !args.dry_run {
-            Some(Arc::new(|p: &Progress| {
-                let rate = p.fetched as f64 / p.elapsed.as_secs_f64().max(0.001);
-                let mut err = std::io::stderr().lock();
-                let _ = write!(
-                    err,
-                    "\r{} pages, {} contacts, {:.0} contacts/s   ",
-                    p.pages, p.fetched, rate
-                );
-                let _ = err.flush();
-            }))
-        } else {
-            None
-        };
+    let progress: Option<ProgressFn> = if std::io::stderr().is_terminal() && !args.dry_run {
+        Some(Arc::new(|p: &Progress| {
+            let rate = p.fetched as f64 / p.elapsed.as_secs_f64().max(0.001);
+            let mut err = std::io::stderr().lock();
+            let _ = write!(
+                err,
+                "\r{} pages, {} contacts, {:.0} contacts/s   ",
+                p.pages, p.fetched, rate
+            );
+            let _ = err.flush();
+        }))
+    } else {
+        None
+    };
     let show_progress = progress.is_some();
     let options = RunOptions {
         dry_run: args.dry_run,
@@ -114,7 +117,9 @@ pub fn execute(cli: &crate::cli::Cli, args: &RunArgs) -> anyhow::Result<i32> {
     let result = runtime.block_on(async {
         let store = crate::store::open(&plan.daemon.store_url, store_options)
             .await
-            .with_context(|| format!("opening the store `{}`", redact_url(&plan.daemon.store_url)))?;
+            .with_context(|| {
+                format!("opening the store `{}`", redact_url(&plan.daemon.store_url))
+            })?;
         anyhow::Ok(run_importer(importer, store, options).await)
     })?;
     if show_progress {
@@ -223,7 +228,11 @@ fn print_dry_run(out: &mut impl Write, dry: &DryRun) -> std::io::Result<()> {
             writeln!(out, "    subscription: {status}")?;
         }
         for value in &contact.custom_values {
-            let tag = dry.fields.get(value.field).map(|f| f.tag.as_str()).unwrap_or("?");
+            let tag = dry
+                .fields
+                .get(value.field)
+                .map(|f| f.tag.as_str())
+                .unwrap_or("?");
             let shown = match &value.value {
                 FieldValue::Text(t) => t.clone(),
                 FieldValue::Number(n) => n.to_string(),

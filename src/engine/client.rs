@@ -249,7 +249,13 @@ impl Client {
         Value::Object(ctx)
     }
 
-    fn render(&self, t: &Template, ctx: &Value, escape: Escape, what: &str) -> Result<String, ClientError> {
+    fn render(
+        &self,
+        t: &Template,
+        ctx: &Value,
+        escape: Escape,
+        what: &str,
+    ) -> Result<String, ClientError> {
         t.render(ctx, escape).map_err(|e| ClientError::Template {
             what: what.to_string(),
             message: self.secrets.redact(&e.message),
@@ -258,13 +264,22 @@ impl Client {
 
     /// Renders a plan request: base URL and path, query entries, the connector's and the
     /// request's headers, the body. Entries that render empty are omitted.
-    pub fn prepare(&self, request: &Request, vars: &Map<String, Value>) -> Result<Prepared, ClientError> {
+    pub fn prepare(
+        &self,
+        request: &Request,
+        vars: &Map<String, Value>,
+    ) -> Result<Prepared, ClientError> {
         let ctx = self.context(vars);
         let path = self.render(&request.path, &ctx, Escape::PathSegment, "request.path")?;
         let mut url = if path.starts_with("http://") || path.starts_with("https://") {
             self.parse_url(&path)?
         } else {
-            let base = self.render(&self.importer.connector.base_url, &ctx, Escape::None, "base_url")?;
+            let base = self.render(
+                &self.importer.connector.base_url,
+                &ctx,
+                Escape::None,
+                "base_url",
+            )?;
             let joined = match (base.ends_with('/'), path.starts_with('/')) {
                 _ if path.is_empty() => base,
                 (true, true) => format!("{base}{}", &path[1..]),
@@ -282,16 +297,23 @@ impl Client {
         let headers = self.headers(request, &ctx)?;
         let body = match &request.body {
             None => None,
-            Some(Body::Json(template)) => Some(PreparedBody::Json(template.render(&ctx).map_err(
-                |e| ClientError::Template {
-                    what: "request.body".into(),
-                    message: self.secrets.redact(&e.message),
-                },
-            )?)),
+            Some(Body::Json(template)) => {
+                Some(PreparedBody::Json(template.render(&ctx).map_err(|e| {
+                    ClientError::Template {
+                        what: "request.body".into(),
+                        message: self.secrets.redact(&e.message),
+                    }
+                })?))
+            }
             Some(Body::Form(entries)) => {
                 let mut fields = Vec::new();
                 for (name, template) in entries {
-                    let value = self.render(template, &ctx, Escape::None, &format!("form field `{name}`"))?;
+                    let value = self.render(
+                        template,
+                        &ctx,
+                        Escape::None,
+                        &format!("form field `{name}`"),
+                    )?;
                     if !value.is_empty() {
                         fields.push((name.clone(), value));
                     }
@@ -330,7 +352,8 @@ impl Client {
                 if present.iter().any(|p| p == name) {
                     continue;
                 }
-                let value = self.render(template, &ctx, Escape::Query, &format!("query `{name}`"))?;
+                let value =
+                    self.render(template, &ctx, Escape::Query, &format!("query `{name}`"))?;
                 if !value.is_empty() {
                     url.query_pairs_mut().append_pair(name, &value);
                 }
@@ -348,9 +371,18 @@ impl Client {
         url::Url::parse(text).map_err(|_| ClientError::Url(self.secrets.redact(text)))
     }
 
-    fn headers(&self, request: &Request, ctx: &Value) -> Result<Vec<(String, String)>, ClientError> {
+    fn headers(
+        &self,
+        request: &Request,
+        ctx: &Value,
+    ) -> Result<Vec<(String, String)>, ClientError> {
         let mut headers: Vec<(String, String)> = Vec::new();
-        let all = self.importer.connector.headers.iter().chain(request.headers.iter());
+        let all = self
+            .importer
+            .connector
+            .headers
+            .iter()
+            .chain(request.headers.iter());
         for (name, template) in all {
             let value = self.render(template, ctx, Escape::Header, &format!("header `{name}`"))?;
             headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
@@ -364,18 +396,35 @@ impl Client {
     /// A request as a person may see it: method, URL, headers and body, secrets masked
     /// (and any authorization-like header masked whole).
     pub fn describe(&self, prepared: &Prepared) -> String {
-        let mut out = format!("{} {}", method_name(prepared.method), self.secrets.redact(prepared.url.as_str()));
+        let mut out = format!(
+            "{} {}",
+            method_name(prepared.method),
+            self.secrets.redact(prepared.url.as_str())
+        );
         for (name, value) in &prepared.headers {
             let lower = name.to_ascii_lowercase();
-            let sensitive = ["authorization", "cookie", "token", "key", "secret", "password"]
-                .iter()
-                .any(|w| lower.contains(w));
-            let shown = if sensitive { MASK.to_string() } else { self.secrets.redact(value) };
+            let sensitive = [
+                "authorization",
+                "cookie",
+                "token",
+                "key",
+                "secret",
+                "password",
+            ]
+            .iter()
+            .any(|w| lower.contains(w));
+            let shown = if sensitive {
+                MASK.to_string()
+            } else {
+                self.secrets.redact(value)
+            };
             out.push_str(&format!("\n{name}: {shown}"));
         }
         match &prepared.body {
             None => {}
-            Some(PreparedBody::Json(v)) => out.push_str(&format!("\n\n{}", self.secrets.redact(&v.to_string()))),
+            Some(PreparedBody::Json(v)) => {
+                out.push_str(&format!("\n\n{}", self.secrets.redact(&v.to_string())))
+            }
             Some(PreparedBody::Text(t)) => out.push_str(&format!("\n\n{}", self.secrets.redact(t))),
             Some(PreparedBody::Form(fields)) => {
                 let text: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -409,7 +458,10 @@ impl Client {
                 Ok(response)
                     if response.status == 401
                         && !reauthenticated
-                        && matches!(self.importer.auth(), Some(Auth::Oauth2 { .. } | Auth::Session { .. })) =>
+                        && matches!(
+                            self.importer.auth(),
+                            Some(Auth::Oauth2 { .. } | Auth::Session { .. })
+                        ) =>
                 {
                     // An access token or session can expire early: renew once.
                     reauthenticated = true;
@@ -455,11 +507,15 @@ impl Client {
         let mut headers = HeaderMap::new();
         for (name, value) in &prepared.headers {
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
-            let value = HeaderValue::from_str(value).map_err(|_| format!("header `{name}` has an invalid value"))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| format!("header `{name}` has an invalid value"))?;
             headers.append(name, value);
         }
         if !headers.contains_key(reqwest::header::ACCEPT) {
-            headers.insert(reqwest::header::ACCEPT, HeaderValue::from_static("application/json"));
+            headers.insert(
+                reqwest::header::ACCEPT,
+                HeaderValue::from_static("application/json"),
+            );
         }
         builder = builder.headers(headers);
         builder = match &prepared.body {
@@ -470,7 +526,10 @@ impl Client {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(t.clone()),
         };
-        let response = builder.send().await.map_err(|e| self.secrets.redact(&error_chain(&e)))?;
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| self.secrets.redact(&error_chain(&e)))?;
         let status = response.status().as_u16();
         let url = prepared.url.to_string();
         let headers = response.headers().clone();
@@ -507,17 +566,29 @@ impl Client {
                 scopes,
                 ..
             }) => {
-                self.oauth_refresh(token_url, client_id, client_secret, refresh_token, *client_auth, scopes)
-                    .await?;
+                self.oauth_refresh(
+                    token_url,
+                    client_id,
+                    client_secret,
+                    refresh_token,
+                    *client_auth,
+                    scopes,
+                )
+                .await?;
             }
-            Some(Auth::Session { login, token, ttl, .. }) => {
+            Some(Auth::Session {
+                login, token, ttl, ..
+            }) => {
                 let (prepared, response) = {
                     let login = login.clone();
                     let prepared = self.prepare(&login, &Map::new())?;
-                    let response = self.execute(&prepared).await.map_err(|m| ClientError::Auth {
-                        scheme: "session",
-                        message: m,
-                    })?;
+                    let response =
+                        self.execute(&prepared)
+                            .await
+                            .map_err(|m| ClientError::Auth {
+                                scheme: "session",
+                                message: m,
+                            })?;
                     (prepared, response)
                 };
                 if !(200..300).contains(&response.status) {
@@ -531,10 +602,14 @@ impl Client {
                         ),
                     });
                 }
-                let body: Value = serde_json::from_slice(&response.body).map_err(|_| ClientError::Auth {
-                    scheme: "session",
-                    message: format!("login response is not JSON: {}", body_start(&response.body, &self.secrets)),
-                })?;
+                let body: Value =
+                    serde_json::from_slice(&response.body).map_err(|_| ClientError::Auth {
+                        scheme: "session",
+                        message: format!(
+                            "login response is not JSON: {}",
+                            body_start(&response.body, &self.secrets)
+                        ),
+                    })?;
                 let session = token
                     .query(&body)
                     .into_iter()
@@ -548,7 +623,8 @@ impl Client {
                         message: format!("login response has no token at `{}`", token.as_str()),
                     })?;
                 self.secrets.insert("token.session", &session);
-                self.token_mut().insert("session".into(), Value::String(session));
+                self.token_mut()
+                    .insert("session".into(), Value::String(session));
                 self.auth_expires = Some(Instant::now() + *ttl);
             }
             _ => {}
@@ -582,10 +658,12 @@ impl Client {
         let ctx = self.auth_ctx();
         let url = self.render(token_url, &ctx, Escape::None, "oauth2.token_url")?;
         let id = self.render(client_id, &ctx, Escape::None, "oauth2.client_id")?;
-        let secret_value = self.render(client_secret, &ctx, Escape::None, "oauth2.client_secret")?;
+        let secret_value =
+            self.render(client_secret, &ctx, Escape::None, "oauth2.client_secret")?;
         let configured = self.render(refresh_token, &ctx, Escape::None, "oauth2.refresh_token")?;
         self.secrets.insert("oauth2.client_secret", &secret_value);
-        self.secrets.insert("oauth2.configured_refresh_token", &configured);
+        self.secrets
+            .insert("oauth2.configured_refresh_token", &configured);
         // A rotated refresh token is used only while the configured one is unchanged: a
         // person who pastes a new credential after re-consenting must win over the store.
         let origin = blake3::hash(configured.as_bytes()).to_hex().to_string();
@@ -631,11 +709,21 @@ impl Client {
             attempt += 1;
             match self.execute(&prepared).await {
                 Ok(r) if retryable(r.status) && attempt < ATTEMPTS => {
-                    tokio::time::sleep(retry_after(&r.headers).unwrap_or_else(|| backoff(attempt)).min(MAX_RETRY_AFTER)).await;
+                    tokio::time::sleep(
+                        retry_after(&r.headers)
+                            .unwrap_or_else(|| backoff(attempt))
+                            .min(MAX_RETRY_AFTER),
+                    )
+                    .await;
                 }
                 Ok(r) => break r,
                 Err(_) if attempt < ATTEMPTS => tokio::time::sleep(backoff(attempt)).await,
-                Err(message) => return Err(ClientError::Auth { scheme: "oauth2", message }),
+                Err(message) => {
+                    return Err(ClientError::Auth {
+                        scheme: "oauth2",
+                        message,
+                    });
+                }
             }
         };
         if !(200..300).contains(&response.status) {
@@ -649,10 +737,14 @@ impl Client {
                 ),
             });
         }
-        let token: Map<String, Value> = serde_json::from_slice(&response.body).map_err(|_| ClientError::Auth {
-            scheme: "oauth2",
-            message: format!("token response is not a JSON object: {}", body_start(&response.body, &self.secrets)),
-        })?;
+        let token: Map<String, Value> =
+            serde_json::from_slice(&response.body).map_err(|_| ClientError::Auth {
+                scheme: "oauth2",
+                message: format!(
+                    "token response is not a JSON object: {}",
+                    body_start(&response.body, &self.secrets)
+                ),
+            })?;
         let access = token
             .get("access_token")
             .and_then(Value::as_str)
@@ -680,7 +772,10 @@ impl Client {
         }
         let lifetime = token
             .get("expires_in")
-            .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+            .and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            })
             .map(|s| Duration::from_secs(s.saturating_sub(30).max(1)));
         self.auth_expires = lifetime.map(|l| Instant::now() + l);
         self.base.insert("token".into(), Value::Object(token));
@@ -697,7 +792,11 @@ impl Client {
             .any(|(n, _)| n.eq_ignore_ascii_case("authorization"));
         match importer.auth() {
             None | Some(Auth::None) => {}
-            Some(Auth::ApiKey { location, name, value }) => {
+            Some(Auth::ApiKey {
+                location,
+                name,
+                value,
+            }) => {
                 let key = self.render(value, &ctx, Escape::None, "auth.value")?;
                 self.secrets.insert("auth.api_key", &key);
                 match location {
@@ -708,7 +807,9 @@ impl Client {
             Some(Auth::Bearer { token }) => {
                 let token = self.render(token, &ctx, Escape::Header, "auth.token")?;
                 self.secrets.insert("auth.bearer", &token);
-                prepared.headers.push(("Authorization".into(), format!("Bearer {token}")));
+                prepared
+                    .headers
+                    .push(("Authorization".into(), format!("Bearer {token}")));
             }
             Some(Auth::Basic { username, password }) => {
                 let user = self.render(username, &ctx, Escape::None, "auth.username")?;
@@ -716,14 +817,22 @@ impl Client {
                     Some(p) => self.render(p, &ctx, Escape::None, "auth.password")?,
                     None => String::new(),
                 };
-                let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+                let encoded =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
                 self.secrets.insert("auth.password", &pass);
                 self.secrets.insert("auth.basic", &encoded);
-                prepared.headers.push(("Authorization".into(), format!("Basic {encoded}")));
+                prepared
+                    .headers
+                    .push(("Authorization".into(), format!("Basic {encoded}")));
             }
             Some(Auth::Header { headers }) => {
                 for (name, template) in headers {
-                    let value = self.render(template, &ctx, Escape::Header, &format!("auth header `{name}`"))?;
+                    let value = self.render(
+                        template,
+                        &ctx,
+                        Escape::Header,
+                        &format!("auth header `{name}`"),
+                    )?;
                     if !value.is_empty() {
                         self.secrets.insert(&format!("auth.header.{name}"), &value);
                         prepared.headers.push((name.clone(), value));
@@ -732,19 +841,34 @@ impl Client {
             }
             Some(Auth::Oauth2 { .. }) => {
                 if !has_authorization {
-                    let access = self.base["token"]["access_token"].as_str().unwrap_or_default().to_string();
-                    prepared.headers.push(("Authorization".into(), format!("Bearer {access}")));
+                    let access = self.base["token"]["access_token"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    prepared
+                        .headers
+                        .push(("Authorization".into(), format!("Bearer {access}")));
                 }
             }
             Some(Auth::Session { headers, query, .. }) => {
                 for (name, template) in headers {
-                    let value = self.render(template, &ctx, Escape::Header, &format!("session header `{name}`"))?;
+                    let value = self.render(
+                        template,
+                        &ctx,
+                        Escape::Header,
+                        &format!("session header `{name}`"),
+                    )?;
                     if !value.is_empty() {
                         prepared.headers.push((name.clone(), value));
                     }
                 }
                 for (name, template) in query {
-                    let value = self.render(template, &ctx, Escape::Query, &format!("session query `{name}`"))?;
+                    let value = self.render(
+                        template,
+                        &ctx,
+                        Escape::Query,
+                        &format!("session query `{name}`"),
+                    )?;
                     if !value.is_empty() {
                         set_query(&mut prepared.url, name, &value);
                     }
@@ -792,7 +916,11 @@ fn backoff(attempt: u32) -> Duration {
 
 /// `Retry-After` in seconds (fractional allowed, as Shopify sends) or as an HTTP date.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let text = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let text = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(seconds) = text.parse::<f64>() {
         return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
     }

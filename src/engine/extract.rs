@@ -129,9 +129,10 @@ impl<'a> Extractor<'a> {
     /// Maps one record.
     pub fn map(&self, record: &Value) -> RecordOut {
         let fields = &self.connector.fields;
-        let updated_at = fields.updated_at.as_ref().and_then(|t| {
-            first(&t.paths, record).and_then(|v| read_time(v, &t.format, t.zone))
-        });
+        let updated_at = fields
+            .updated_at
+            .as_ref()
+            .and_then(|t| first(&t.paths, record).and_then(|v| read_time(v, &t.format, t.zone)));
         let external_id = text(&fields.external_id, record);
         if let Some(deleted) = &self.connector.deleted {
             let hit = deleted.matches(record);
@@ -183,8 +184,7 @@ impl<'a> Extractor<'a> {
             match custom_value(field, record, self.utc).and_then(|v| match v {
                 Some(v) => convert(v, stored),
                 None => Ok(None),
-            })
-            {
+            }) {
                 Ok(Some(value)) => custom_values.push(CustomValue {
                     field: index,
                     value,
@@ -291,7 +291,11 @@ pub fn split_full_name(full: &str) -> (Option<String>, Option<String>) {
 
 /// A custom value as the connector types it. `Ok(None)`: no value (never erases a stored
 /// one); `Err`: a value that does not parse as the type.
-fn custom_value(field: &CustomField, record: &Value, utc: FixedOffset) -> Result<Option<FieldValue>, ()> {
+fn custom_value(
+    field: &CustomField,
+    record: &Value,
+    utc: FixedOffset,
+) -> Result<Option<FieldValue>, ()> {
     if field.def.field_type == CustomFieldType::List {
         // Every match of the first path that has any: `$.tags[*].name` gives several.
         let Some(matches) = field
@@ -390,22 +394,22 @@ fn convert(value: FieldValue, stored: CustomFieldType) -> Result<Option<FieldVal
         | (v @ FieldValue::Date(_), CustomFieldType::Date)
         | (v @ FieldValue::List(_), CustomFieldType::List) => v,
         (FieldValue::Number(n), CustomFieldType::Text) => FieldValue::Text(number_text(n)),
-        (FieldValue::Date(t), CustomFieldType::Text) => {
-            FieldValue::Text(rfc3339(t))
-        }
+        (FieldValue::Date(t), CustomFieldType::Text) => FieldValue::Text(rfc3339(t)),
         (FieldValue::List(items), CustomFieldType::Text) => FieldValue::Text(items.join(", ")),
         (FieldValue::Text(s), CustomFieldType::Number) => {
             FieldValue::Number(s.trim().parse::<f64>().map_err(|_| ())?)
         }
         (FieldValue::Text(s), CustomFieldType::Date) => FieldValue::Date(
-            read_time(&Value::String(s), &TimeFormat::Rfc3339, FixedOffset::east_opt(0).ok_or(())?)
-                .ok_or(())?,
+            read_time(
+                &Value::String(s),
+                &TimeFormat::Rfc3339,
+                FixedOffset::east_opt(0).ok_or(())?,
+            )
+            .ok_or(())?,
         ),
         (FieldValue::Text(s), CustomFieldType::List) => FieldValue::List(vec![s]),
         (FieldValue::Number(n), CustomFieldType::List) => FieldValue::List(vec![number_text(n)]),
-        (FieldValue::Date(t), CustomFieldType::List) => {
-            FieldValue::List(vec![rfc3339(t)])
-        }
+        (FieldValue::Date(t), CustomFieldType::List) => FieldValue::List(vec![rfc3339(t)]),
         (FieldValue::List(_), _) | (FieldValue::Number(_), _) | (FieldValue::Date(_), _) => {
             return Err(());
         }

@@ -66,9 +66,7 @@ impl ClientFilters {
                 other => connector
                     .custom_fields
                     .iter()
-                    .position(|f| {
-                        f.def.label.eq_ignore_ascii_case(other) || f.def.tag == other
-                    })
+                    .position(|f| f.def.label.eq_ignore_ascii_case(other) || f.def.tag == other)
                     .map(Target::Custom)
                     .ok_or_else(|| {
                         format!(
@@ -108,16 +106,18 @@ impl Compiled {
             Target::Organization => text(&contact.organization),
             Target::ExternalId => text(&contact.external_id),
             Target::UpdatedAt => contact.updated_at.map(Seen::Date),
-            Target::Custom(index) => contact
-                .custom_values
-                .iter()
-                .find(|v| v.field == index)
-                .map(|v| match &v.value {
-                    FieldValue::Text(s) => Seen::Text(s),
-                    FieldValue::Number(n) => Seen::Number(*n),
-                    FieldValue::Date(t) => Seen::Date(*t),
-                    FieldValue::List(items) => Seen::List(items),
-                }),
+            Target::Custom(index) => {
+                contact
+                    .custom_values
+                    .iter()
+                    .find(|v| v.field == index)
+                    .map(|v| match &v.value {
+                        FieldValue::Text(s) => Seen::Text(s),
+                        FieldValue::Number(n) => Seen::Number(*n),
+                        FieldValue::Date(t) => Seen::Date(*t),
+                        FieldValue::List(items) => Seen::List(items),
+                    })
+            }
         }
     }
 

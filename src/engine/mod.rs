@@ -19,4 +19,6 @@ pub mod paginate;
 pub mod redact;
 pub mod run;
 
-pub use run::{DryRun, PassKind, Progress, RunError, RunOptions, RunSummary, run_importer};
+pub use run::{
+    DryRun, PassKind, Progress, ProgressFn, RunError, RunOptions, RunSummary, run_importer,
+};

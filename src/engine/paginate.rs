@@ -226,7 +226,9 @@ impl<'a> Paginator<'a> {
         if page.records == 0
             && matches!(
                 self.style,
-                Pagination::PageNumber { .. } | Pagination::Offset { .. } | Pagination::Keyset { .. }
+                Pagination::PageNumber { .. }
+                    | Pagination::Offset { .. }
+                    | Pagination::Keyset { .. }
             )
         {
             return Ok(Step::Done(PassEnd::EmptyPage));
@@ -446,8 +448,14 @@ mod tests {
             link_next(shopify).as_deref(),
             Some("https://s.test/c.json?limit=2&page_info=def")
         );
-        assert_eq!(link_next("<https://a.test/x,y>; rel=\"prev next\"").as_deref(), Some("https://a.test/x,y"));
-        assert_eq!(link_next("<https://a.test/x>; rel=\"prev\"; title=\"a, b\""), None);
+        assert_eq!(
+            link_next("<https://a.test/x,y>; rel=\"prev next\"").as_deref(),
+            Some("https://a.test/x,y")
+        );
+        assert_eq!(
+            link_next("<https://a.test/x>; rel=\"prev\"; title=\"a, b\""),
+            None
+        );
         assert_eq!(link_next(""), None);
     }
 

@@ -32,7 +32,8 @@ impl SecretSet {
         if value.chars().count() >= 4 {
             self.entries.push((name.to_string(), value.to_string()));
             // Longest first, so a secret containing another is replaced whole.
-            self.entries.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+            self.entries
+                .sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
         }
     }
 
@@ -101,7 +102,10 @@ impl SecretSet {
         if let Some(start) = out.find("{{secret") {
             let rest = &out[start..];
             let end = rest.find("}}").map(|e| e + 2).unwrap_or(rest.len());
-            return Err(format!("saved position needs `{}`, unknown in this run", &rest[..end]));
+            return Err(format!(
+                "saved position needs `{}`, unknown in this run",
+                &rest[..end]
+            ));
         }
         Ok(out)
     }
@@ -141,7 +145,10 @@ mod tests {
         let mut set = SecretSet::default();
         set.insert("token.access_token", "tok-old-123");
         let saved = set.to_placeholders("https://x.test/next?access_token=tok-old-123&page=2");
-        assert_eq!(saved, "https://x.test/next?access_token={{secret:token.access_token}}&page=2");
+        assert_eq!(
+            saved,
+            "https://x.test/next?access_token={{secret:token.access_token}}&page=2"
+        );
         assert!(!saved.contains("tok-old"));
         set.insert("token.access_token", "tok-new-456");
         assert_eq!(
@@ -149,6 +156,11 @@ mod tests {
             "https://x.test/next?access_token=tok-new-456&page=2"
         );
         let empty = SecretSet::default();
-        assert!(empty.fill(&saved).unwrap_err().contains("token.access_token"));
+        assert!(
+            empty
+                .fill(&saved)
+                .unwrap_err()
+                .contains("token.access_token")
+        );
     }
 }

@@ -26,6 +26,9 @@ const PAGE_ATTEMPTS: u32 = 3;
 /// Records skipped for a bad email that are logged with a sample, per run.
 const SKIP_SAMPLES: u32 = 3;
 
+/// A callback told about progress after each page.
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + std::marker::Sync>;
+
 /// How a run is asked for.
 #[derive(Clone)]
 pub struct RunOptions {
@@ -38,7 +41,7 @@ pub struct RunOptions {
     /// How long to wait for a lease another run holds; zero refuses at once.
     pub lease_wait: Duration,
     /// Called after each page (live progress on a terminal).
-    pub progress: Option<Arc<dyn Fn(&Progress) + Send + std::marker::Sync>>,
+    pub progress: Option<ProgressFn>,
 }
 
 impl Default for RunOptions {
@@ -124,7 +127,9 @@ pub struct RunSummary {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// Another run holds the importer's lease.
-    #[error("importer `{importer}` is being run by another process (its lease is held); nothing was done")]
+    #[error(
+        "importer `{importer}` is being run by another process (its lease is held); nothing was done"
+    )]
     Busy {
         /// Importer id.
         importer: String,
@@ -266,7 +271,11 @@ pub async fn run_importer(
     }
 }
 
-async fn acquire(store: &dyn Store, id: &str, options: &RunOptions) -> Result<Option<Lease>, StoreError> {
+async fn acquire(
+    store: &dyn Store,
+    id: &str,
+    options: &RunOptions,
+) -> Result<Option<Lease>, StoreError> {
     let deadline = Instant::now() + options.lease_wait;
     loop {
         if let Some(lease) = store.acquire_lease(id, options.lease_ttl).await? {
@@ -334,9 +343,9 @@ impl Run {
                     Sync::Incremental {
                         full_refresh_every, ..
                     } => full_refresh_every.is_some_and(|every| {
-                        checkpoint.last_full_refresh.is_none_or(|last| {
-                            (now - last).to_std().unwrap_or_default() >= every
-                        })
+                        checkpoint
+                            .last_full_refresh
+                            .is_none_or(|last| (now - last).to_std().unwrap_or_default() >= every)
                     }),
                 };
             checkpoint.position = None;
@@ -354,7 +363,11 @@ impl Run {
         };
 
         let mut client = Client::new(Arc::clone(&importer), Arc::clone(&self.store))?;
-        let since = match (&connector.sync, checkpoint.full_refresh, checkpoint.watermark) {
+        let since = match (
+            &connector.sync,
+            checkpoint.full_refresh,
+            checkpoint.watermark,
+        ) {
             (
                 Sync::Incremental {
                     since_format,
@@ -365,13 +378,20 @@ impl Run {
                 Some(watermark),
             ) => {
                 let lookback = chrono::Duration::from_std(*lookback).unwrap_or_default();
-                since_format.format(watermark - lookback, chrono::FixedOffset::east_opt(0).expect("zero offset"))
+                since_format.format(
+                    watermark - lookback,
+                    chrono::FixedOffset::east_opt(0).expect("zero offset"),
+                )
             }
             _ => Value::Null,
         };
         client.set("since", since);
 
-        let defs: Vec<CustomFieldDef> = connector.custom_fields.iter().map(|f| f.def.clone()).collect();
+        let defs: Vec<CustomFieldDef> = connector
+            .custom_fields
+            .iter()
+            .map(|f| f.def.clone())
+            .collect();
         let (list_id, bindings) = if self.options.dry_run {
             self.dry.fields = defs.clone();
             let bindings = defs
@@ -389,14 +409,21 @@ impl Run {
             (list_id, self.store.ensure_custom_fields(&defs).await?)
         };
         let extractor = Extractor::new(connector, &bindings);
-        let filters = ClientFilters::new(&importer.client_filters, connector).map_err(Fail::Other)?;
+        let filters =
+            ClientFilters::new(&importer.client_filters, connector).map_err(Fail::Other)?;
         let mut paginator = Paginator::new(
             &connector.pagination,
             importer.page_size,
             connector.max_results_per_query,
             resume,
         );
-        let readd = matches!(connector.pagination, Pagination::NextUrl { verbatim: false, .. });
+        let readd = matches!(
+            connector.pagination,
+            Pagination::NextUrl {
+                verbatim: false,
+                ..
+            }
+        );
         let budget = if self.options.dry_run {
             Some(self.options.dry_run_pages.max(1))
         } else {
@@ -410,7 +437,9 @@ impl Run {
             }
             self.renew_lease_if_due().await?;
 
-            let (prepared, response, body) = self.fetch_page(&mut client, &paginator, &extractor, readd).await?;
+            let (prepared, response, body) = self
+                .fetch_page(&mut client, &paginator, &extractor, readd)
+                .await?;
             if self.options.dry_run {
                 self.dry.requests.push(client.describe(&prepared));
             }
@@ -534,10 +563,19 @@ impl Run {
         paginator: &Paginator<'_>,
         extractor: &Extractor<'_>,
         readd: bool,
-    ) -> Result<(crate::engine::client::Prepared, crate::engine::client::Response, Option<Value>), Fail> {
+    ) -> Result<
+        (
+            crate::engine::client::Prepared,
+            crate::engine::client::Response,
+            Option<Value>,
+        ),
+        Fail,
+    > {
         let connector = &self.importer.connector;
         let vars = paginator.variables();
-        let follow = paginator.follow_url(client.secrets()).map_err(Fail::Other)?;
+        let follow = paginator
+            .follow_url(client.secrets())
+            .map_err(Fail::Other)?;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -575,7 +613,10 @@ impl Run {
 
     async fn renew_lease_if_due(&mut self) -> Result<(), Fail> {
         if self.lease_renewed.elapsed() >= self.options.lease_ttl / 3 {
-            self.lease = self.store.renew_lease(&self.lease, self.options.lease_ttl).await?;
+            self.lease = self
+                .store
+                .renew_lease(&self.lease, self.options.lease_ttl)
+                .await?;
             self.lease_renewed = Instant::now();
         }
         Ok(())

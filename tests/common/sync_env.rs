@@ -42,7 +42,11 @@ impl SyncEnv {
 
     /// Writes `connectors.d/<id>.yaml`.
     pub fn connector(&self, id: &str, yaml: &str) -> &Self {
-        std::fs::write(self.dir.path().join(format!("connectors.d/{id}.yaml")), yaml).unwrap();
+        std::fs::write(
+            self.dir.path().join(format!("connectors.d/{id}.yaml")),
+            yaml,
+        )
+        .unwrap();
         self
     }
 
@@ -82,7 +86,11 @@ impl SyncEnv {
         options: RunOptions,
     ) -> Result<RunSummary, RunError> {
         let plan = self.plan();
-        let importer = plan.importers.get(importer).expect("importer exists").clone();
+        let importer = plan
+            .importers
+            .get(importer)
+            .expect("importer exists")
+            .clone();
         let store = self.store().await;
         run_importer(importer, store, options).await
     }

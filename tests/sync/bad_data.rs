@@ -111,7 +111,8 @@ async fn a_bad_page_once_is_fetched_again_and_the_run_goes_on() {
                 if counter.fetch_add(1, Ordering::SeqCst) == 0 {
                     return ([("content-type", "text/html")], "<html>busy</html>").into_response();
                 }
-                axum::Json(json!({"data": [{"email": "a@example.com", "first": "A"}]})).into_response()
+                axum::Json(json!({"data": [{"email": "a@example.com", "first": "A"}]}))
+                    .into_response()
             }
         }),
     );
@@ -149,7 +150,11 @@ async fn missing_invalid_and_duplicate_emails() {
     let stored = env.contacts("People").await;
     assert_eq!(
         emails(&stored),
-        vec!["person1@example.com", "person5@example.com", "person6@example.com"]
+        vec![
+            "person1@example.com",
+            "person5@example.com",
+            "person6@example.com"
+        ]
     );
     // The same person twice in one page (case and spaces differ): the later record wins.
     assert_eq!(stored[0].first_name.as_deref(), Some("First4"));
@@ -180,8 +185,16 @@ async fn a_custom_value_that_does_not_parse_is_counted_and_the_rest_kept() {
     let stored = env.contacts("People").await;
     assert_eq!(emails(&stored), vec!["a@example.com", "b@example.com"]);
     assert_eq!(field(&stored[0], "%ITEMS_SCORE%"), Some("12.5"));
-    assert!(field(&stored[0], "%ITEMS_SINCE%").unwrap().starts_with("2024-01-10T12:00:00"));
-    assert_eq!(stored[1].first_name.as_deref(), Some("Bob"), "other fields kept");
+    assert!(
+        field(&stored[0], "%ITEMS_SINCE%")
+            .unwrap()
+            .starts_with("2024-01-10T12:00:00")
+    );
+    assert_eq!(
+        stored[1].first_name.as_deref(),
+        Some("Bob"),
+        "other fields kept"
+    );
     assert_eq!(field(&stored[1], "%ITEMS_SCORE%"), None);
     assert_eq!(field(&stored[1], "%ITEMS_SINCE%"), None);
 }

@@ -52,13 +52,18 @@ async fn run_prints_a_summary() {
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     assert!(stdout.contains("importer pd: pass complete"), "{stdout}");
     assert!(
-        stdout.contains("pages 3, fetched 5, created 5, updated 0, unchanged 0, skipped 0, duration"),
+        stdout
+            .contains("pages 3, fetched 5, created 5, updated 0, unchanged 0, skipped 0, duration"),
         "{stdout}"
     );
     assert_eq!(env.contacts("People").await.len(), 5);
 
     let again = tributary(&env, &["run", "pd"]).await;
-    assert!(text(&again.stdout).contains("created 0, updated 0, unchanged 1"), "{}", text(&again.stdout));
+    assert!(
+        text(&again.stdout).contains("created 0, updated 0, unchanged 1"),
+        "{}",
+        text(&again.stdout)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,7 +74,10 @@ async fn dry_run_prints_the_request_and_contacts_and_writes_nothing() {
     let stdout = text(&out.stdout);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
-    assert!(stdout.contains(&format!("GET {}/api/v2/persons?limit=2", fake.base)), "{stdout}");
+    assert!(
+        stdout.contains(&format!("GET {}/api/v2/persons?limit=2", fake.base)),
+        "{stdout}"
+    );
     assert!(stdout.contains("x-api-token: ****"), "{stdout}");
     assert!(!stdout.contains(TOKEN) && !stderr.contains(TOKEN));
     assert!(stdout.contains("contacts it would write: 2"), "{stdout}");
@@ -79,7 +87,10 @@ async fn dry_run_prints_the_request_and_contacts_and_writes_nothing() {
     assert_eq!(fake.count(), 1);
     let store = env.store().await;
     assert!(env.all_contacts().await.is_empty());
-    assert_eq!(store.importer_state("pd").await.unwrap().checkpoint, Default::default());
+    assert_eq!(
+        store.importer_state("pd").await.unwrap().checkpoint,
+        Default::default()
+    );
     assert!(store.runs("pd", 5).await.unwrap().is_empty());
 }
 
@@ -88,11 +99,19 @@ async fn an_unknown_importer_and_a_bad_config_are_reported() {
     let env = SyncEnv::new();
     let out = tributary(&env, &["run", "nope"]).await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("no importer `nope`"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no importer `nope`"),
+        "{}",
+        text(&out.stderr)
+    );
     env.importer("broken", "connector: missing\nlist: X\n");
     let out = tributary(&env, &["run", "broken"]).await;
     assert_eq!(out.status.code(), Some(78), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("importers.d/broken.yaml"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("importers.d/broken.yaml"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// Two `tributary run` processes of one importer at once: one runs, the other refuses
@@ -140,19 +159,45 @@ sync:
   mode: full_refresh
 "#,
     );
-    env.importer("sl", &format!("connector: slow\nsettings:\n  base: \"{}\"\nlist: People\n", fake.base));
+    env.importer(
+        "sl",
+        &format!(
+            "connector: slow\nsettings:\n  base: \"{}\"\nlist: People\n",
+            fake.base
+        ),
+    );
     // Create the store first so both processes open an existing one.
     drop(env.store().await);
-    let (a, b) = tokio::join!(tributary(&env, &["run", "sl"]), tributary(&env, &["run", "sl"]));
+    let (a, b) = tokio::join!(
+        tributary(&env, &["run", "sl"]),
+        tributary(&env, &["run", "sl"])
+    );
     let mut codes = vec![a.status.code(), b.status.code()];
     codes.sort();
-    assert_eq!(codes, vec![Some(0), Some(75)], "a: {} {}\nb: {} {}", text(&a.stdout), text(&a.stderr), text(&b.stdout), text(&b.stderr));
+    assert_eq!(
+        codes,
+        vec![Some(0), Some(75)],
+        "a: {} {}\nb: {} {}",
+        text(&a.stdout),
+        text(&a.stderr),
+        text(&b.stdout),
+        text(&b.stderr)
+    );
     let refused = if a.status.code() == Some(75) { &a } else { &b };
-    assert!(text(&refused.stderr).contains("being run by another process"), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("being run by another process"),
+        "{}",
+        text(&refused.stderr)
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 5, "only one run fetched");
     assert_eq!(
         emails(&env.contacts("People").await),
-        vec!["p1@example.com", "p2@example.com", "p3@example.com", "p4@example.com"]
+        vec![
+            "p1@example.com",
+            "p2@example.com",
+            "p3@example.com",
+            "p4@example.com"
+        ]
     );
     let runs = env.store().await.runs("sl", 5).await.unwrap();
     assert_eq!(runs.len(), 1, "the refused run is not in the history");

@@ -90,7 +90,12 @@ async fn pipedrive_persons(State(db): State<Db>, headers: HeaderMap, Query(q): P
         .and_then(|c| c.parse().ok())
         .unwrap_or(0usize);
     let list = since_filter(&db.lock().unwrap(), q.get("updated_since"));
-    let page: Vec<Value> = list.iter().skip(start).take(limit).map(pipedrive_person).collect();
+    let page: Vec<Value> = list
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(pipedrive_person)
+        .collect();
     let next = (start + limit < list.len()).then(|| format!("cur-{}", start + limit));
     axum::Json(json!({"success": true, "data": page, "additional_data": {"next_cursor": next}}))
         .into_response()
@@ -292,13 +297,18 @@ async fn bigcommerce_v2(State(db): State<Db>, Query(q): Params) -> Response {
 // ---------------------------------------------------------------------------------------
 
 async fn salesforce_query(State(db): State<Db>, headers: HeaderMap, Query(q): Params) -> Response {
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {TOKEN}")) {
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some(&format!("Bearer {TOKEN}"))
+    {
         return unauthorized();
     }
     let Some(soql) = q.get("q") else {
         return (StatusCode::BAD_REQUEST, "missing q").into_response();
     };
-    assert!(soql.starts_with("SELECT Id, FirstName"), "unexpected SOQL {soql}");
+    assert!(
+        soql.starts_with("SELECT Id, FirstName"),
+        "unexpected SOQL {soql}"
+    );
     salesforce_page(&db, 0)
 }
 
@@ -319,7 +329,10 @@ fn salesforce_page(db: &Db, start: usize) -> Response {
     let done = start + BATCH >= list.len();
     let mut body = json!({"totalSize": list.len(), "done": done, "records": records});
     if !done {
-        body["nextRecordsUrl"] = json!(format!("/services/data/v62.0/query/01gXX-{}", start + BATCH));
+        body["nextRecordsUrl"] = json!(format!(
+            "/services/data/v62.0/query/01gXX-{}",
+            start + BATCH
+        ));
     }
     axum::Json(body).into_response()
 }
@@ -330,13 +343,23 @@ async fn salesforce_more(
     axum::extract::Path(locator): axum::extract::Path<String>,
     Query(q): Params,
 ) -> Response {
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {TOKEN}")) {
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some(&format!("Bearer {TOKEN}"))
+    {
         return unauthorized();
     }
     if !q.is_empty() {
-        return (StatusCode::BAD_REQUEST, "nextRecordsUrl takes no parameters").into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            "nextRecordsUrl takes no parameters",
+        )
+            .into_response();
     }
-    let start = locator.rsplit('-').next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let start = locator
+        .rsplit('-')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     salesforce_page(&db, start)
 }
 
@@ -392,14 +415,24 @@ pub fn tokenlink_service(db: Db, base: String) -> Router {
 // only add `limit` and `fields` (400 otherwise). Tags are one comma-separated string.
 // ---------------------------------------------------------------------------------------
 
-async fn shopify_customers(State((db, base)): State<(Db, String)>, headers: HeaderMap, Query(q): Params) -> Response {
-    if headers.get("x-shopify-access-token").and_then(|v| v.to_str().ok()) != Some(TOKEN) {
+async fn shopify_customers(
+    State((db, base)): State<(Db, String)>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Response {
+    if headers
+        .get("x-shopify-access-token")
+        .and_then(|v| v.to_str().ok())
+        != Some(TOKEN)
+    {
         return unauthorized();
     }
     let limit = number(&q, "limit", 50).min(250);
     let (start, since) = match q.get("page_info") {
         Some(info) => {
-            if q.keys().any(|k| !matches!(k.as_str(), "page_info" | "limit" | "fields")) {
+            if q.keys()
+                .any(|k| !matches!(k.as_str(), "page_info" | "limit" | "fields"))
+            {
                 return (
                     StatusCode::BAD_REQUEST,
                     axum::Json(json!({"errors": {"page_info": "other parameters cannot be passed when page_info is present"}})),
@@ -407,7 +440,10 @@ async fn shopify_customers(State((db, base)): State<(Db, String)>, headers: Head
                     .into_response();
             }
             let (start, since) = info.split_once('|').unwrap_or((info, ""));
-            (start.parse().unwrap_or(0usize), (!since.is_empty()).then(|| since.to_string()))
+            (
+                start.parse().unwrap_or(0usize),
+                (!since.is_empty()).then(|| since.to_string()),
+            )
         }
         None => (0, q.get("updated_at_min").cloned()),
     };
@@ -429,7 +465,9 @@ async fn shopify_customers(State((db, base)): State<(Db, String)>, headers: Head
         let link = format!(
             "<{base}/admin/api/2024-10/customers.json?limit={limit}&page_info=prev>; rel=\"previous\", <{base}/admin/api/2024-10/customers.json?limit={limit}&page_info={info}>; rel=\"next\""
         );
-        response.headers_mut().insert(header::LINK, link.parse().unwrap());
+        response
+            .headers_mut()
+            .insert(header::LINK, link.parse().unwrap());
     }
     response
 }
@@ -447,7 +485,9 @@ pub fn shopify(db: Db, base: String) -> Router {
 // ---------------------------------------------------------------------------------------
 
 async fn stripe_customers(State(db): State<Db>, headers: HeaderMap, Query(q): Params) -> Response {
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {TOKEN}")) {
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some(&format!("Bearer {TOKEN}"))
+    {
         return unauthorized();
     }
     let limit = number(&q, "limit", 10).min(100);
@@ -471,8 +511,10 @@ async fn stripe_customers(State(db): State<Db>, headers: HeaderMap, Query(q): Pa
         })
         .collect();
     let has_more = after + limit < list.len();
-    axum::Json(json!({"object": "list", "url": "/v1/customers", "has_more": has_more, "data": data}))
-        .into_response()
+    axum::Json(
+        json!({"object": "list", "url": "/v1/customers", "has_more": has_more, "data": data}),
+    )
+    .into_response()
 }
 
 /// Stripe at `/v1/customers`.
@@ -531,5 +573,7 @@ async fn heap_people(State(db): State<Db>) -> Response {
 
 /// Heap at `/people`.
 pub fn heap(db: Db) -> Router {
-    Router::new().route("/people", get(heap_people)).with_state(db)
+    Router::new()
+        .route("/people", get(heap_people))
+        .with_state(db)
 }

@@ -23,15 +23,22 @@ async fn first_run_then_an_incremental_run() {
     let fake = FakeService::start(fakes::pipedrive(shared.clone())).await;
     let env = SyncEnv::new();
     env.connector("pipedrive", fakes::PIPEDRIVE_CONNECTOR);
-    env.importer("pd", &pipedrive_importer(&env, &fake.base, "page_size: 2\npage_budget: 0\n"));
+    env.importer(
+        "pd",
+        &pipedrive_importer(&env, &fake.base, "page_size: 2\npage_budget: 0\n"),
+    );
 
     let first = env.run("pd").await.unwrap();
     assert_eq!(first.pass, PassKind::First);
     assert_eq!(first.outcome, RunOutcome::Completed);
     assert_eq!(first.counts.created, 5);
-    assert_people(&env, "People", &shared.lock().unwrap().clone()).await;
+    let now_at_service = shared.lock().unwrap().clone();
+    assert_people(&env, "People", &now_at_service).await;
     let state = env.store().await.importer_state("pd").await.unwrap();
-    assert_eq!(state.checkpoint.watermark, Some(epoch() + Duration::seconds(5)));
+    assert_eq!(
+        state.checkpoint.watermark,
+        Some(epoch() + Duration::seconds(5))
+    );
 
     // At the service: person 2 renamed, person 6 added, both updated later.
     {
@@ -56,18 +63,29 @@ async fn first_run_then_an_incremental_run() {
     // The service returns person 5 (at the watermark, inclusive), 2 and 6.
     assert_eq!(second.counts.fetched, 3);
     assert_eq!(
-        (second.counts.created, second.counts.updated, second.counts.unchanged),
+        (
+            second.counts.created,
+            second.counts.updated,
+            second.counts.unchanged
+        ),
         (1, 1, 1)
     );
-    assert_people(&env, "People", &shared.lock().unwrap().clone()).await;
+    let now_at_service = shared.lock().unwrap().clone();
+    assert_people(&env, "People", &now_at_service).await;
     let state = env.store().await.importer_state("pd").await.unwrap();
-    assert_eq!(state.checkpoint.watermark, Some(epoch() + Duration::seconds(101)));
+    assert_eq!(
+        state.checkpoint.watermark,
+        Some(epoch() + Duration::seconds(101))
+    );
     assert_eq!(state.checkpoint.position, None);
     let runs = env.store().await.runs("pd", 10).await.unwrap();
     assert_eq!(runs.len(), 2);
     assert_eq!(runs[0].counts.created, 1);
     assert_eq!(runs[1].counts.created, 5);
-    assert!(runs.iter().all(|r| r.outcome == Some(RunOutcome::Completed)));
+    assert!(
+        runs.iter()
+            .all(|r| r.outcome == Some(RunOutcome::Completed))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,7 +115,11 @@ async fn a_single_page() {
     let summary = env.run("pd").await.unwrap();
     assert_eq!((summary.counts.pages, summary.counts.created), (1, 3));
     assert_eq!(fake.count(), 1);
-    assert_eq!(fake.requests()[0].q("limit"), Some("100"), "the connector's default");
+    assert_eq!(
+        fake.requests()[0].q("limit"),
+        Some("100"),
+        "the connector's default"
+    );
     assert_people(&env, "People", &people).await;
 }
 
@@ -126,7 +148,12 @@ async fn a_budget_of_one_page_imports_3500_in_four_runs() {
     }
     assert_eq!(
         outcomes,
-        vec![RunOutcome::Partial, RunOutcome::Partial, RunOutcome::Partial, RunOutcome::Completed]
+        vec![
+            RunOutcome::Partial,
+            RunOutcome::Partial,
+            RunOutcome::Partial,
+            RunOutcome::Completed
+        ]
     );
     assert_eq!(stored_after, vec![1000, 2000, 3000, 3500]);
     let offsets: Vec<String> = fake
@@ -134,12 +161,19 @@ async fn a_budget_of_one_page_imports_3500_in_four_runs() {
         .iter()
         .map(|r| r.q("offset").unwrap_or("").to_string())
         .collect();
-    assert_eq!(offsets, vec!["0", "1000", "2000", "3000"], "no page read twice");
+    assert_eq!(
+        offsets,
+        vec!["0", "1000", "2000", "3000"],
+        "no page read twice"
+    );
     let stored = env.contacts("People").await;
     let mut want: Vec<String> = people.iter().map(|p| p.email.clone().unwrap()).collect();
     want.sort();
     assert_eq!(emails(&stored), want);
-    let p1234 = stored.iter().find(|c| c.email == "person1234@example.com").unwrap();
+    let p1234 = stored
+        .iter()
+        .find(|c| c.email == "person1234@example.com")
+        .unwrap();
     assert_eq!(p1234.last_name.as_deref(), Some("Last1234"));
     assert_eq!(field(p1234, "%MAILCHIMP_TIER%"), Some("gold"));
     let state = env.store().await.importer_state("mc").await.unwrap();
@@ -153,7 +187,10 @@ async fn a_dry_run_writes_nothing() {
     let fake = FakeService::start(fakes::pipedrive(db(people.clone()))).await;
     let env = SyncEnv::new();
     env.connector("pipedrive", fakes::PIPEDRIVE_CONNECTOR);
-    env.importer("pd", &pipedrive_importer(&env, &fake.base, "page_size: 2\n"));
+    env.importer(
+        "pd",
+        &pipedrive_importer(&env, &fake.base, "page_size: 2\n"),
+    );
     let summary = env
         .run_with(
             "pd",
@@ -169,9 +206,16 @@ async fn a_dry_run_writes_nothing() {
     let mapped: Vec<&str> = dry.contacts.iter().map(|c| c.email.as_str()).collect();
     assert_eq!(mapped, vec!["person1@example.com", "person2@example.com"]);
     assert_eq!(dry.contacts[0].first_name.as_deref(), Some("First1"));
-    assert_eq!(dry.fields[dry.contacts[0].custom_values[0].field].tag, "%PIPEDRIVE_TIER%");
+    assert_eq!(
+        dry.fields[dry.contacts[0].custom_values[0].field].tag,
+        "%PIPEDRIVE_TIER%"
+    );
     assert_eq!(dry.requests.len(), 1);
-    assert!(dry.requests[0].contains("x-api-token: ****"), "{}", dry.requests[0]);
+    assert!(
+        dry.requests[0].contains("x-api-token: ****"),
+        "{}",
+        dry.requests[0]
+    );
     assert!(!dry.requests[0].contains(TOKEN));
     assert_eq!(summary.run_id, None);
 
@@ -179,8 +223,14 @@ async fn a_dry_run_writes_nothing() {
     assert!(env.all_contacts().await.is_empty());
     let state = store.importer_state("pd").await.unwrap();
     assert_eq!(state.checkpoint, Default::default(), "no checkpoint");
-    assert!(store.runs("pd", 5).await.unwrap().is_empty(), "no run history");
-    assert!(store.fields().await.unwrap().is_empty(), "no custom field created");
+    assert!(
+        store.runs("pd", 5).await.unwrap().is_empty(),
+        "no run history"
+    );
+    assert!(
+        store.fields().await.unwrap().is_empty(),
+        "no custom field created"
+    );
 }
 
 /// A fresh PostgreSQL database on the shared test server. Fails (never skips) when the
@@ -192,11 +242,7 @@ async fn fresh_pg_database() -> String {
     let mut conn = sqlx::PgConnection::connect(&base)
         .await
         .unwrap_or_else(|e| panic!("PostgreSQL at {base} is needed: {e}"));
-    let name = format!(
-        "engine_{}_{}",
-        std::process::id(),
-        rand::random::<u32>()
-    );
+    let name = format!("engine_{}_{}", std::process::id(), rand::random::<u32>());
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await
@@ -214,21 +260,36 @@ async fn first_and_incremental_runs_on_postgresql() {
     let fake = FakeService::start(fakes::pipedrive(shared.clone())).await;
     let env = SyncEnv::with_store(tempfile::tempdir().unwrap(), fresh_pg_database().await);
     env.connector("pipedrive", fakes::PIPEDRIVE_CONNECTOR);
-    env.importer("pd", &pipedrive_importer(&env, &fake.base, "page_size: 2\npage_budget: 0\n"));
+    env.importer(
+        "pd",
+        &pipedrive_importer(&env, &fake.base, "page_size: 2\npage_budget: 0\n"),
+    );
     let first = env.run("pd").await.unwrap();
     assert_eq!(first.outcome, RunOutcome::Completed);
     let stored = env.contacts("People").await;
     assert_eq!(
         emails(&stored),
-        vec!["person1@example.com", "person3@example.com", "person4@example.com", "person5@example.com"]
+        vec![
+            "person1@example.com",
+            "person3@example.com",
+            "person4@example.com",
+            "person5@example.com"
+        ]
     );
-    assert_eq!(stored[0].first_name.as_deref(), Some("First2"), "last record wins");
+    assert_eq!(
+        stored[0].first_name.as_deref(),
+        Some("First2"),
+        "last record wins"
+    );
     shared.lock().unwrap()[4].last = "Changed".into();
     shared.lock().unwrap()[4].updated = epoch() + Duration::seconds(50);
     let second = env.run("pd").await.unwrap();
     assert_eq!(second.pass, PassKind::Incremental);
     let stored = env.contacts("People").await;
-    let five = stored.iter().find(|c| c.email == "person5@example.com").unwrap();
+    let five = stored
+        .iter()
+        .find(|c| c.email == "person5@example.com")
+        .unwrap();
     assert_eq!(five.last_name.as_deref(), Some("Changed"));
     assert_eq!(field(five, "%PIPEDRIVE_TIER%"), Some("silver"));
 }

@@ -15,7 +15,7 @@ use crate::common::sync_env::{SyncEnv, field};
 
 fn importer(connector: &str, credential: &str, base: &str, extra: &str) -> String {
     format!(
-        "connector: {connector}\ncredentials:\n  api_token: {credential}\nsettings:\n  base: \"{base}\"\nlist: People\npage_budget: 0\n{extra}"
+        "connector: {connector}\ncredentials:\n  api_token: {credential}\nsettings:\n  base: \"{base}\"\nlist: People\n{extra}"
     )
 }
 
@@ -27,11 +27,23 @@ async fn cursor_in_body_pipedrive() {
     env.connector("pipedrive", fakes::PIPEDRIVE_CONNECTOR);
     env.importer(
         "pd",
-        &importer("pipedrive", &env.secret("pd", TOKEN), &fake.base, "page_size: 2\n"),
+        &importer(
+            "pipedrive",
+            &env.secret("pd", TOKEN),
+            &fake.base,
+            "page_size: 2\n",
+        ),
     );
     let summary = env.run("pd").await.unwrap();
     assert_eq!(summary.outcome, RunOutcome::Completed);
-    assert_eq!((summary.counts.pages, summary.counts.fetched, summary.counts.created), (3, 5, 5));
+    assert_eq!(
+        (
+            summary.counts.pages,
+            summary.counts.fetched,
+            summary.counts.created
+        ),
+        (3, 5, 5)
+    );
 
     let requests = fake.requests();
     let cursors: Vec<Option<&str>> = requests.iter().map(|r| r.q("cursor")).collect();
@@ -59,7 +71,12 @@ async fn offset_with_total_and_basic_auth_mailchimp() {
     env.connector("mailchimp", fakes::MAILCHIMP_CONNECTOR);
     env.importer(
         "mc",
-        &importer("mailchimp", &env.secret("mc", TOKEN), &fake.base, "page_size: 2\n"),
+        &importer(
+            "mailchimp",
+            &env.secret("mc", TOKEN),
+            &fake.base,
+            "page_size: 2\n",
+        ),
     );
     let summary = env.run("mc").await.unwrap();
     assert_eq!(summary.outcome, RunOutcome::Completed);
@@ -68,7 +85,10 @@ async fn offset_with_total_and_basic_auth_mailchimp() {
         .iter()
         .map(|r| r.q("offset").map(str::to_string))
         .collect();
-    assert_eq!(offsets, vec![Some("0".into()), Some("2".into()), Some("4".into())]);
+    assert_eq!(
+        offsets,
+        vec![Some("0".into()), Some("2".into()), Some("4".into())]
+    );
 
     let stored = env.contacts("People").await;
     assert_eq!(stored.len(), 5);
@@ -81,7 +101,10 @@ async fn offset_with_total_and_basic_auth_mailchimp() {
         };
         assert_eq!(membership.status, expected, "{}", c.email);
     }
-    let two = stored.iter().find(|c| c.email == "person2@example.com").unwrap();
+    let two = stored
+        .iter()
+        .find(|c| c.email == "person2@example.com")
+        .unwrap();
     assert_eq!(two.first_name.as_deref(), Some("First2"));
     assert_eq!(field(two, "%MAILCHIMP_TIER%"), Some("gold"));
     assert_eq!(field(two, "%MAILCHIMP_TAGS%"), Some(r#"["vip","t2"]"#));
@@ -127,7 +150,12 @@ async fn page_number_with_total_pages_bigcommerce_v3() {
     env.connector("bigcommerce", BIGCOMMERCE_V3);
     env.importer(
         "bc",
-        &importer("bigcommerce", &env.secret("bc", TOKEN), &fake.base, "page_size: 2\n"),
+        &importer(
+            "bigcommerce",
+            &env.secret("bc", TOKEN),
+            &fake.base,
+            "page_size: 2\n",
+        ),
     );
     env.run("bc").await.unwrap();
     let pages: Vec<Option<String>> = fake
@@ -135,10 +163,17 @@ async fn page_number_with_total_pages_bigcommerce_v3() {
         .iter()
         .map(|r| r.q("page").map(str::to_string))
         .collect();
-    assert_eq!(pages, vec![Some("1".into()), Some("2".into()), Some("3".into())]);
+    assert_eq!(
+        pages,
+        vec![Some("1".into()), Some("2".into()), Some("3".into())]
+    );
     assert_people(&env, "People", &people).await;
     let stored = env.contacts("People").await;
-    assert!(stored.iter().all(|c| c.organization.as_deref() == Some("Analytical Engines Ltd")));
+    assert!(
+        stored
+            .iter()
+            .all(|c| c.organization.as_deref() == Some("Analytical Engines Ltd"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,7 +206,10 @@ sync:
     );
     env.importer(
         "bc2",
-        &format!("connector: bigcommerce2\nsettings:\n  base: \"{}\"\nlist: People\npage_size: 2\n", fake.base),
+        &format!(
+            "connector: bigcommerce2\nsettings:\n  base: \"{}\"\nlist: People\npage_size: 2\n",
+            fake.base
+        ),
     );
     let summary = env.run("bc2").await.unwrap();
     assert_eq!(summary.outcome, RunOutcome::Completed);
@@ -180,7 +218,11 @@ sync:
     assert_eq!((summary.counts.pages, summary.counts.fetched), (3, 4));
     assert_people(&env, "People", &people).await;
     let state = env.store().await.importer_state("bc2").await.unwrap();
-    assert_eq!(state.checkpoint.watermark, Some(people[3].updated), "RFC 2822 times read");
+    assert_eq!(
+        state.checkpoint.watermark,
+        Some(people[3].updated),
+        "RFC 2822 times read"
+    );
     assert_eq!(state.checkpoint.position, None);
 }
 
@@ -219,7 +261,10 @@ sync:
   mode: incremental
 "#,
     );
-    env.importer("sf", &importer("salesforce", &env.secret("sf", TOKEN), &fake.base, ""));
+    env.importer(
+        "sf",
+        &importer("salesforce", &env.secret("sf", TOKEN), &fake.base, ""),
+    );
     env.run("sf").await.unwrap();
     let requests = fake.requests();
     let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
@@ -234,7 +279,11 @@ sync:
     assert!(requests[1..].iter().all(|r| r.raw_query.is_empty()));
     assert_people(&env, "People", &people).await;
     let state = env.store().await.importer_state("sf").await.unwrap();
-    assert_eq!(state.checkpoint.watermark, Some(people[4].updated), "+0000 offsets read");
+    assert_eq!(
+        state.checkpoint.watermark,
+        Some(people[4].updated),
+        "+0000 offsets read"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,24 +323,43 @@ sync:
     );
     env.importer(
         "gr",
-        &importer("graphish", &env.secret("gr", TOKEN), &fake.base, "page_size: 2\npage_budget: 1\n"),
+        &importer(
+            "graphish",
+            &env.secret("gr", TOKEN),
+            &fake.base,
+            "page_size: 2\npage_budget: 1\n",
+        ),
     );
     for run in 1..=2 {
         let summary = env.run("gr").await.unwrap();
         assert_eq!(summary.outcome, RunOutcome::Partial, "run {run}");
         let state = env.store().await.importer_state("gr").await.unwrap();
-        let position = state.checkpoint.position.expect("a pass in progress").to_string();
-        assert!(!position.contains(TOKEN), "saved position holds the token: {position}");
+        let position = state
+            .checkpoint
+            .position
+            .expect("a pass in progress")
+            .to_string();
+        assert!(
+            !position.contains(TOKEN),
+            "saved position holds the token: {position}"
+        );
         assert!(position.contains("{{secret:"), "{position}");
     }
     let summary = env.run("gr").await.unwrap();
     assert_eq!(summary.outcome, RunOutcome::Completed);
     let requests = fake.requests();
     let skips: Vec<Option<&str>> = requests.iter().map(|r| r.q("$skip")).collect();
-    assert_eq!(skips, vec![None, Some("2"), Some("4")], "each run continued, none restarted");
+    assert_eq!(
+        skips,
+        vec![None, Some("2"), Some("4")],
+        "each run continued, none restarted"
+    );
     for r in &requests {
-        let tokens: Vec<&(String, String)> =
-            r.query.iter().filter(|(k, _)| k == "access_token").collect();
+        let tokens: Vec<&(String, String)> = r
+            .query
+            .iter()
+            .filter(|(k, _)| k == "access_token")
+            .collect();
         assert_eq!(tokens.len(), 1, "one access_token in {}", r.raw_query);
         assert_eq!(tokens[0].1, TOKEN);
     }
@@ -335,7 +403,15 @@ sync:
   mode: incremental
 "#,
     );
-    env.importer("sh", &importer("shopify", &env.secret("sh", TOKEN), &fake.base, "page_size: 2\n"));
+    env.importer(
+        "sh",
+        &importer(
+            "shopify",
+            &env.secret("sh", TOKEN),
+            &fake.base,
+            "page_size: 2\n",
+        ),
+    );
     env.run("sh").await.unwrap();
     let requests = fake.requests();
     assert_eq!(requests.len(), 3);
@@ -348,7 +424,11 @@ sync:
     let stored = env.contacts("People").await;
     assert_eq!(field(&stored[0], "%SHOPIFY_TAGS%"), Some(r#"["vip","t1"]"#));
     let state = env.store().await.importer_state("sh").await.unwrap();
-    assert_eq!(state.checkpoint.watermark, Some(people[4].updated), "shop offsets read");
+    assert_eq!(
+        state.checkpoint.watermark,
+        Some(people[4].updated),
+        "shop offsets read"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,14 +466,25 @@ sync:
   mode: full_refresh
 "#,
     );
-    env.importer("st", &importer("stripe", &env.secret("st", TOKEN), &fake.base, "page_size: 2\n"));
+    env.importer(
+        "st",
+        &importer(
+            "stripe",
+            &env.secret("st", TOKEN),
+            &fake.base,
+            "page_size: 2\n",
+        ),
+    );
     env.run("st").await.unwrap();
     let after: Vec<Option<String>> = fake
         .requests()
         .iter()
         .map(|r| r.q("starting_after").map(str::to_string))
         .collect();
-    assert_eq!(after, vec![None, Some("cus_2".into()), Some("cus_4".into())]);
+    assert_eq!(
+        after,
+        vec![None, Some("cus_2".into()), Some("cus_4".into())]
+    );
     assert_people(&env, "People", &people).await;
     let stored = env.contacts("People").await;
     assert_eq!(field(&stored[1], "%STRIPE_SEGMENT%"), Some("gold"));
@@ -430,7 +521,10 @@ sync:
   mode: incremental
 "#,
     );
-    env.importer("bb", &importer("batchbook", &env.secret("bb", TOKEN), &fake.base, ""));
+    env.importer(
+        "bb",
+        &importer("batchbook", &env.secret("bb", TOKEN), &fake.base, ""),
+    );
     let summary = env.run("bb").await.unwrap();
     // 30, then 1 (not empty: go on), then an empty page ends the pass.
     assert_eq!(fake.count(), 3);
@@ -463,13 +557,22 @@ sync:
   mode: full_refresh
 "#,
     );
-    env.importer("hp", &format!("connector: heap\nsettings:\n  base: \"{}\"\nlist: People\n", fake.base));
+    env.importer(
+        "hp",
+        &format!(
+            "connector: heap\nsettings:\n  base: \"{}\"\nlist: People\n",
+            fake.base
+        ),
+    );
     let summary = env.run("hp").await.unwrap();
     assert_eq!(summary.outcome, RunOutcome::Completed);
     assert_eq!(fake.count(), 1);
     assert_people(&env, "People", &people).await;
     let stored = env.contacts("People").await;
-    assert_eq!(field(&stored[2], "%HEAP_CATEGORIES%"), Some(r#"["vip","t0"]"#));
+    assert_eq!(
+        field(&stored[2], "%HEAP_CATEGORIES%"),
+        Some(r#"["vip","t0"]"#)
+    );
 }
 
 /// A service whose has-more flag always says true: a page that is short still ends the
@@ -481,7 +584,10 @@ async fn a_stop_rule_wins_over_has_more() {
         get(|Query(q): Query<HashMap<String, String>>| async move {
             let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
             let items: Vec<serde_json::Value> = match page {
-                1 => vec![json!({"email": "a@example.com"}), json!({"email": "b@example.com"})],
+                1 => vec![
+                    json!({"email": "a@example.com"}),
+                    json!({"email": "b@example.com"}),
+                ],
                 2 => vec![json!({"email": "c@example.com"})],
                 _ => vec![json!({"email": "never@example.com"})],
             };
@@ -490,8 +596,21 @@ async fn a_stop_rule_wins_over_has_more() {
     );
     let fake = FakeService::start(router).await;
     let env = SyncEnv::new();
-    env.connector("liar", &paged_connector("/items", "[short_page, has_more_false]", "has_more: $.has_more\n    "));
-    env.importer("li", &format!("connector: liar\nsettings:\n  base: \"{}\"\nlist: People\npage_size: 2\n", fake.base));
+    env.connector(
+        "liar",
+        &paged_connector(
+            "/items",
+            "[short_page, has_more_false]",
+            "has_more: $.has_more\n    ",
+        ),
+    );
+    env.importer(
+        "li",
+        &format!(
+            "connector: liar\nsettings:\n  base: \"{}\"\nlist: People\npage_size: 2\n",
+            fake.base
+        ),
+    );
     let summary = env.run("li").await.unwrap();
     assert_eq!(summary.outcome, RunOutcome::Completed);
     assert_eq!(fake.count(), 2);
@@ -536,8 +655,17 @@ async fn max_pages_stops_an_endless_service() {
     );
     let fake = FakeService::start(router).await;
     let env = SyncEnv::new();
-    env.connector("endless", &paged_connector("/items", "[empty_page]", "max_pages: 3\n    "));
-    env.importer("en", &format!("connector: endless\nsettings:\n  base: \"{}\"\nlist: People\n", fake.base));
+    env.connector(
+        "endless",
+        &paged_connector("/items", "[empty_page]", "max_pages: 3\n    "),
+    );
+    env.importer(
+        "en",
+        &format!(
+            "connector: endless\nsettings:\n  base: \"{}\"\nlist: People\n",
+            fake.base
+        ),
+    );
     let summary = env.run("en").await.unwrap();
     assert_eq!(summary.outcome, RunOutcome::Completed);
     assert_eq!(fake.count(), 3);
@@ -567,7 +695,13 @@ async fn a_repeated_cursor_fails_the_run_after_committing_what_was_read() {
         &paged_connector("/items", "[missing_token]", "")
             .replace("type: page_number", "type: cursor\n    cursor: $.next"),
     );
-    env.importer("lo", &format!("connector: looping\nsettings:\n  base: \"{}\"\nlist: People\n", fake.base));
+    env.importer(
+        "lo",
+        &format!(
+            "connector: looping\nsettings:\n  base: \"{}\"\nlist: People\n",
+            fake.base
+        ),
+    );
     let error = env.run("lo").await.unwrap_err().to_string();
     assert!(error.contains("importer `lo`"), "{error}");
     assert!(error.contains("pagination loop"), "{error}");
@@ -580,5 +714,11 @@ async fn a_repeated_cursor_fails_the_run_after_committing_what_was_read() {
     );
     let runs = env.store().await.runs("lo", 5).await.unwrap();
     assert_eq!(runs[0].outcome, Some(RunOutcome::Failed));
-    assert!(runs[0].error.as_deref().unwrap_or("").contains("pagination loop"));
+    assert!(
+        runs[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("pagination loop")
+    );
 }
