@@ -2,6 +2,7 @@
 //! files through the real loader, the real engine, a real store; each test asserts the
 //! exact contacts, values and memberships stored afterwards.
 
+mod auth;
 mod bad_data;
 mod cli;
 mod fakes;
