@@ -303,6 +303,16 @@ impl Template {
         }
     }
 
+    /// Whether the template has any `{{...}}` at all (else it is literal text).
+    pub fn has_expressions(&self) -> bool {
+        self.parsed.elements.iter().any(|e| {
+            !matches!(
+                e,
+                TemplateElement::RawString(_) | TemplateElement::Comment(_)
+            )
+        })
+    }
+
     /// Whether the template is exactly one `{{expr}}` (its value keeps its type).
     pub fn is_single_expression(&self) -> bool {
         self.value_form.is_some()
@@ -692,8 +702,9 @@ impl HelperDef for Join {
 // ---------------------------------------------------------------------------------------
 
 /// A JSON document whose string leaves are templates (a `json:` request body). Rendering
-/// omits entries whose value renders null or empty, and objects or arrays left empty, so
-/// that optional filters and first runs need no special cases.
+/// omits entries whose value renders null or empty, objects or arrays left empty, and
+/// nested objects whose every templated entry was omitted, so that optional filters and
+/// first runs need no special cases. The top-level document always stays.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JsonTemplate {
     /// A literal that is not a string: kept as is.
@@ -736,6 +747,16 @@ impl JsonTemplate {
         })
     }
 
+    /// Whether any leaf below is a template.
+    pub fn has_template(&self) -> bool {
+        match self {
+            JsonTemplate::Literal(_) => false,
+            JsonTemplate::Text(t) => t.has_expressions(),
+            JsonTemplate::Array(items) => items.iter().any(JsonTemplate::has_template),
+            JsonTemplate::Object(entries) => entries.iter().any(|(_, v)| v.has_template()),
+        }
+    }
+
     /// Every template leaf with its JSON key path.
     pub fn templates(&self) -> Vec<(String, &Template)> {
         let mut out = Vec::new();
@@ -765,6 +786,16 @@ impl JsonTemplate {
     /// # Errors
     /// The first leaf that fails to render.
     pub fn render(&self, ctx: &Value) -> Result<Value, TemplateError> {
+        if let JsonTemplate::Object(entries) = self {
+            // The top level keeps its literal entries even when every template is empty.
+            let mut out = Map::new();
+            for (k, v) in entries {
+                if let Some(v) = v.render_inner(ctx)? {
+                    out.insert(k.clone(), v);
+                }
+            }
+            return Ok(Value::Object(out));
+        }
         Ok(self.render_inner(ctx)?.unwrap_or_else(|| match self {
             JsonTemplate::Array(_) => Value::Array(Vec::new()),
             JsonTemplate::Object(_) => Value::Object(Map::new()),
@@ -787,10 +818,21 @@ impl JsonTemplate {
             }
             JsonTemplate::Object(entries) => {
                 let mut out = Map::new();
+                let mut templated = 0;
+                let mut templated_kept = 0;
                 for (k, v) in entries {
+                    let has_template = v.has_template();
+                    templated += usize::from(has_template);
                     if let Some(v) = v.render_inner(ctx)? {
+                        templated_kept += usize::from(has_template);
                         out.insert(k.clone(), v);
                     }
+                }
+                // A nested object whose every templated entry was omitted goes too: its
+                // literal entries only qualified those values (`{propertyName: x,
+                // operator: GTE, value: "{{since}}"}` on a first run).
+                if templated > 0 && templated_kept == 0 {
+                    return Ok(None);
                 }
                 Value::Object(out)
             }
@@ -971,9 +1013,7 @@ mod tests {
         let t = JsonTemplate::compile(&body).unwrap();
         assert_eq!(
             t.render(&ctx()).unwrap(),
-            json!({"filterGroups": [{"filters": [
-                {"propertyName": "lastmodifieddate", "operator": "GTE"}
-            ]}], "owner": 11, "limit": 2, "fixed": true})
+            json!({"owner": 11, "limit": 2, "fixed": true})
         );
         let mut c = ctx();
         c["since"] = json!("2024-05-01T10:00:00Z");

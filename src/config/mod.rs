@@ -10,6 +10,7 @@
 pub mod diagnostic;
 pub mod load;
 pub mod locate;
+pub mod schema;
 pub mod spec;
 pub mod tagged;
 pub mod validate;

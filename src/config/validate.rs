@@ -117,7 +117,8 @@ impl Uses {
 /// Checks template variables against the documented context of one connector.
 struct ContextRules<'a> {
     spec: &'a ConnectorSpec,
-    has_token_scheme: bool,
+    /// Why `token.*` cannot be used in the templates being compiled, if it cannot.
+    token_blocked_by: Option<String>,
 }
 
 impl ContextRules<'_> {
@@ -163,11 +164,10 @@ impl ContextRules<'_> {
                 if parts.len() < 2 {
                     return Err("use `token.NAME`".into());
                 }
-                if !self.has_token_scheme {
-                    return Err(
-                        "`token.*` is set only by `oauth2` and `session` auth, and this connector has neither"
-                            .into(),
-                    );
+                if let Some(kind) = &self.token_blocked_by {
+                    return Err(format!(
+                        "`token.*` is set only by `oauth2` and `session` auth; {kind}"
+                    ));
                 }
                 Ok(())
             }
@@ -363,7 +363,7 @@ fn compile_connector(
         },
         rules: ContextRules {
             spec,
-            has_token_scheme,
+            token_blocked_by: (!has_token_scheme).then(|| "this connector has neither".to_string()),
         },
         uses: Uses::default(),
         scheme: None,
@@ -416,11 +416,17 @@ fn compile_connector(
     for (name, scheme) in &spec.auth {
         let key = format!("auth.{name}");
         cx.scheme = Some(name.clone());
+        cx.rules.token_blocked_by = match scheme {
+            AuthSpec::Oauth2 { .. } | AuthSpec::Session { .. } => None,
+            other => Some(format!("this scheme is `{}`", auth_kind(other))),
+        };
         if let Some(compiled) = compile_auth(&mut cx, &key, scheme) {
             auth.insert(name.clone(), compiled);
         }
     }
     cx.scheme = None;
+    cx.rules.token_blocked_by =
+        (!has_token_scheme).then(|| "this connector has neither".to_string());
 
     // The list request.
     let contacts = &spec.contacts;
@@ -683,6 +689,18 @@ fn compile_connector(
     Some(CompiledConnector { connector, uses })
 }
 
+fn auth_kind(spec: &AuthSpec) -> &'static str {
+    match spec {
+        AuthSpec::None {} => "none",
+        AuthSpec::ApiKey { .. } => "api_key",
+        AuthSpec::Bearer { .. } => "bearer",
+        AuthSpec::Basic { .. } => "basic",
+        AuthSpec::Oauth2 { .. } => "oauth2",
+        AuthSpec::Session { .. } => "session",
+        AuthSpec::Header { .. } => "header",
+    }
+}
+
 fn op_name(op: FilterOp) -> &'static str {
     match op {
         FilterOp::Equals => "equals",
@@ -796,7 +814,12 @@ fn compile_auth(cx: &mut TemplateCx, key: &str, spec: &AuthSpec) -> Option<Auth>
             headers,
             query,
         } => {
+            let saved = cx
+                .rules
+                .token_blocked_by
+                .replace("the login request runs before there is a session".to_string());
             let login = cx.request(&k("login"), login);
+            cx.rules.token_blocked_by = saved;
             let token = cx.path(&k("token"), token);
             let headers = cx.map(&k("headers"), headers);
             let query = cx.map(&k("query"), query);
