@@ -204,9 +204,8 @@ impl Client {
                 name: name.clone(),
                 message: e.to_string(),
             })?;
-            if !matches!(reference, secret::SecretRef::Literal(_)) {
-                secrets.insert(&format!("credentials.{name}"), value.expose());
-            }
+            // Literal values too: "not secret" is the writer's claim, masking costs nothing.
+            secrets.insert(&format!("credentials.{name}"), value.expose());
             credentials.insert(name.clone(), Value::String(value.expose().to_string()));
         }
         let mut base = Map::new();

@@ -293,3 +293,48 @@ async fn first_and_incremental_runs_on_postgresql() {
     assert_eq!(five.last_name.as_deref(), Some("Changed"));
     assert_eq!(field(five, "%PIPEDRIVE_TIER%"), Some("silver"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_and_client_side_filters_apply() {
+    let people = people(6);
+    let fake = FakeService::start(fakes::pipedrive(db(people.clone()))).await;
+    let env = SyncEnv::new();
+    let connector = fakes::PIPEDRIVE_CONNECTOR.replace(
+        "      sort_by: update_time\n",
+        "      sort_by: update_time\n      owner_id: \"{{filters.owner}}\"\n      org_id: \"{{filters.org}}\"\n",
+    ) + r#"
+filters:
+  owner: {type: integer, apply: {at: server}}
+  org: {type: integer, apply: {at: server}}
+  tier: {type: string, apply: {at: client, field: Tier, op: equals}}
+  label: {type: string, apply: {at: client, field: Labels, op: contains}}
+"#;
+    env.connector("pipedrive", &connector);
+    env.importer(
+        "pd",
+        &pipedrive_importer(
+            &env,
+            &fake.base,
+            "filters:\n  owner: 11\n  tier: GOLD\n  label: t0\n",
+        ),
+    );
+    let summary = env.run("pd").await.unwrap();
+    let request = &fake.requests()[0];
+    assert_eq!(
+        request.q("owner_id"),
+        Some("11"),
+        "server-side filter in the request"
+    );
+    assert_eq!(
+        request.q("org_id"),
+        None,
+        "a filter the importer does not set is omitted"
+    );
+    // Gold are the even ids; label t0 is ids divisible by 3: only person 6 passes both.
+    assert_eq!(
+        emails(&env.contacts("People").await),
+        vec!["person6@example.com"]
+    );
+    assert_eq!(summary.counts.skipped, 5);
+    assert_eq!(summary.counts.fetched, 6);
+}
