@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::engine::client::{Client, ClientError, body_start};
+use crate::engine::client::{Client, ClientError, Prepared, Response, body_start};
 use crate::engine::extract::{Extractor, Mapped, PageShapeError};
 use crate::engine::filter::ClientFilters;
 use crate::engine::paginate::{PageSeen, PaginateError, Paginator, PassPosition, Step};
@@ -169,6 +169,10 @@ enum Fail {
     #[error("{0}")]
     Other(String),
 }
+
+/// A fetched page: the request as sent, the response, the parsed body (`None`: an empty
+/// 204/304 end).
+type Fetched = (Prepared, Response, Option<Value>);
 
 /// Runs one importer now.
 ///
@@ -430,6 +434,7 @@ impl Run {
             importer.page_budget
         };
         let mut pages_this_run = 0u64;
+        let mut pending: Option<Fetched> = None;
 
         loop {
             if budget.is_some_and(|b| pages_this_run >= b) {
@@ -437,9 +442,13 @@ impl Run {
             }
             self.renew_lease_if_due().await?;
 
-            let (prepared, response, body) = self
-                .fetch_page(&mut client, &paginator, &extractor, readd)
-                .await?;
+            let (prepared, response, body) = match pending.take() {
+                Some(fetched) => fetched,
+                None => {
+                    self.fetch_page(&mut client, &paginator, &extractor, readd)
+                        .await?
+                }
+            };
             if self.options.dry_run {
                 self.dry.requests.push(client.describe(&prepared));
             }
@@ -516,31 +525,57 @@ impl Run {
                 }
             }
 
+            // The next page is fetched while this one is written: the network and the
+            // store overlap instead of taking turns. The fetch only reads; if the write
+            // fails, the fetched page is dropped with the run.
+            let prefetch = matches!(step, Step::Continue)
+                && budget.is_none_or(|b| pages_this_run < b)
+                && !self.options.dry_run;
             if self.options.dry_run {
                 self.dry.contacts.extend(contacts);
                 self.dry.deleted.extend(deleted);
-            } else if contacts.is_empty() && deleted.is_empty() {
-                self.store
-                    .save_checkpoint(&importer.id, self.lease.fencing_token, &checkpoint)
-                    .await?;
             } else {
-                let outcome = self
-                    .store
-                    .write_page(PageWrite {
-                        importer: &importer.id,
-                        run_id: self.run_id,
-                        fencing_token: self.lease.fencing_token,
-                        list_id,
-                        fields: &bindings,
-                        contacts: &contacts,
-                        deleted_external_ids: &deleted,
-                        checkpoint: &checkpoint,
-                    })
-                    .await?;
-                self.counts.created += outcome.created;
-                self.counts.updated += outcome.updated;
-                self.counts.unchanged += outcome.unchanged;
-                self.counts.field_failures += outcome.field_failures;
+                let store = Arc::clone(&self.store);
+                let fencing_token = self.lease.fencing_token;
+                let run_id = self.run_id;
+                let write = async {
+                    if contacts.is_empty() && deleted.is_empty() {
+                        store
+                            .save_checkpoint(&importer.id, fencing_token, &checkpoint)
+                            .await
+                            .map(|()| None)
+                    } else {
+                        store
+                            .write_page(PageWrite {
+                                importer: &importer.id,
+                                run_id,
+                                fencing_token,
+                                list_id,
+                                fields: &bindings,
+                                contacts: &contacts,
+                                deleted_external_ids: &deleted,
+                                checkpoint: &checkpoint,
+                            })
+                            .await
+                            .map(Some)
+                    }
+                };
+                let (written, fetched) = if prefetch {
+                    let (written, fetched) = tokio::join!(
+                        write,
+                        self.fetch_page(&mut client, &paginator, &extractor, readd)
+                    );
+                    (written, Some(fetched))
+                } else {
+                    (write.await, None)
+                };
+                if let Some(outcome) = written? {
+                    self.counts.created += outcome.created;
+                    self.counts.updated += outcome.updated;
+                    self.counts.unchanged += outcome.unchanged;
+                    self.counts.field_failures += outcome.field_failures;
+                }
+                pending = fetched.transpose()?;
             }
             if let Some(progress) = &self.options.progress {
                 progress(&Progress {
@@ -563,14 +598,7 @@ impl Run {
         paginator: &Paginator<'_>,
         extractor: &Extractor<'_>,
         readd: bool,
-    ) -> Result<
-        (
-            crate::engine::client::Prepared,
-            crate::engine::client::Response,
-            Option<Value>,
-        ),
-        Fail,
-    > {
+    ) -> Result<Fetched, Fail> {
         let connector = &self.importer.connector;
         let vars = paginator.variables();
         let follow = paginator
