@@ -11,6 +11,7 @@ fn main() {
         Command::Schema(args) => commands::schema::execute(&cli, args),
         Command::Fields(args) => commands::fields::execute(&cli, args),
         Command::Contacts(args) => commands::contacts::execute(&cli, args),
+        Command::Run(args) => commands::run::execute(&cli, args),
     };
     match result {
         Ok(code) => std::process::exit(code),
