@@ -218,6 +218,7 @@ pub async fn run_importer(
         counts: RunCounts::default(),
         started,
         skip_samples: 0,
+        timing: Timing::default(),
         dry: DryRun::default(),
     };
     let result = run.execute().await;
@@ -236,6 +237,13 @@ pub async fn run_importer(
     }
     release(&*store, &run.lease).await;
     let duration = started.elapsed();
+    tracing::debug!(
+        importer = %id,
+        fetch_wait_seconds = run.timing.fetch.as_secs_f64(),
+        map_seconds = run.timing.map.as_secs_f64(),
+        write_wait_seconds = run.timing.write.as_secs_f64(),
+        "Run timing."
+    );
     match result {
         Ok((outcome, pass, resumed)) => {
             tracing::info!(
@@ -298,6 +306,17 @@ async fn release(store: &dyn Store, lease: &Lease) {
     }
 }
 
+/// Where a run's wall time went, for finding the bottleneck (logged at debug level).
+#[derive(Debug, Default)]
+struct Timing {
+    /// Waiting for a page that was not prefetched.
+    fetch: Duration,
+    /// Mapping, filtering and pagination of records.
+    map: Duration,
+    /// Waiting for the store (write and, when overlapped, the prefetch).
+    write: Duration,
+}
+
 struct Run {
     importer: Arc<Importer>,
     store: Arc<dyn Store>,
@@ -308,6 +327,7 @@ struct Run {
     counts: RunCounts,
     started: Instant,
     skip_samples: u32,
+    timing: Timing,
     dry: DryRun,
 }
 
@@ -442,6 +462,7 @@ impl Run {
             }
             self.renew_lease_if_due().await?;
 
+            let fetch_started = Instant::now();
             let (prepared, response, body) = match pending.take() {
                 Some(fetched) => fetched,
                 None => {
@@ -449,6 +470,8 @@ impl Run {
                         .await?
                 }
             };
+            self.timing.fetch += fetch_started.elapsed();
+            let map_started = Instant::now();
             if self.options.dry_run {
                 self.dry.requests.push(client.describe(&prepared));
             }
@@ -560,6 +583,8 @@ impl Run {
                             .map(Some)
                     }
                 };
+                self.timing.map += map_started.elapsed();
+                let write_started = Instant::now();
                 let (written, fetched) = if prefetch {
                     let (written, fetched) = tokio::join!(
                         write,
@@ -569,6 +594,7 @@ impl Run {
                 } else {
                     (write.await, None)
                 };
+                self.timing.write += write_started.elapsed();
                 if let Some(outcome) = written? {
                     self.counts.created += outcome.created;
                     self.counts.updated += outcome.updated;
