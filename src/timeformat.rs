@@ -254,6 +254,15 @@ mod tests {
             TimeFormat::Rfc3339.read(&json!("2024-05-01T10:00:00.000+0200"), utc()),
             Some(expected)
         );
+        // Salesforce, Nimble and Tactile write offsets without a colon.
+        assert_eq!(
+            TimeFormat::Rfc3339.read(&json!("2024-05-01T08:00:00.000+0000"), plus2),
+            Some(expected)
+        );
+        assert_eq!(
+            TimeFormat::Rfc3339.read(&json!("2024-05-01 08:00:00+0000"), plus2),
+            Some(expected)
+        );
         assert_eq!(TimeFormat::Rfc3339.read(&json!(""), utc()), None);
         assert!(TimeFormat::parse("iso").is_err());
         assert!(parse_zone("Europe/Paris").is_err());

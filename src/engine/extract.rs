@@ -132,7 +132,7 @@ impl<'a> Extractor<'a> {
         let updated_at = fields
             .updated_at
             .as_ref()
-            .and_then(|t| first(&t.paths, record).and_then(|v| read_time(v, &t.format, t.zone)));
+            .and_then(|t| first(&t.paths, record).and_then(|v| t.format.read(v, t.zone)));
         let external_id = text(&fields.external_id, record);
         if let Some(deleted) = &self.connector.deleted {
             let hit = deleted.matches(record);
@@ -348,26 +348,13 @@ fn custom_value(
                 .ok_or(()),
             _ => Err(()),
         },
-        CustomFieldType::Date => read_time(value, &field.format, utc)
+        CustomFieldType::Date => field
+            .format
+            .read(value, utc)
             .map(|t| Some(FieldValue::Date(t)))
             .ok_or(()),
         CustomFieldType::List => unreachable!("lists are handled above"),
     }
-}
-
-/// Reads a timestamp in the connector's format. RFC 3339 also takes the near miss
-/// Salesforce and Nimble send, an offset without a colon (`+0000`).
-fn read_time(value: &Value, format: &TimeFormat, zone: FixedOffset) -> Option<DateTime<Utc>> {
-    format.read(value, zone).or_else(|| match format {
-        TimeFormat::Rfc3339 => {
-            let text = value.as_str()?.trim();
-            ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z"]
-                .iter()
-                .find_map(|p| DateTime::parse_from_str(text, p).ok())
-                .map(|t| t.with_timezone(&Utc))
-        }
-        _ => None,
-    })
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -400,12 +387,9 @@ fn convert(value: FieldValue, stored: CustomFieldType) -> Result<Option<FieldVal
             FieldValue::Number(s.trim().parse::<f64>().map_err(|_| ())?)
         }
         (FieldValue::Text(s), CustomFieldType::Date) => FieldValue::Date(
-            read_time(
-                &Value::String(s),
-                &TimeFormat::Rfc3339,
-                FixedOffset::east_opt(0).ok_or(())?,
-            )
-            .ok_or(())?,
+            TimeFormat::Rfc3339
+                .read(&Value::String(s), FixedOffset::east_opt(0).ok_or(())?)
+                .ok_or(())?,
         ),
         (FieldValue::Text(s), CustomFieldType::List) => FieldValue::List(vec![s]),
         (FieldValue::Number(n), CustomFieldType::List) => FieldValue::List(vec![number_text(n)]),

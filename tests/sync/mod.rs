@@ -5,6 +5,7 @@
 mod auth;
 mod bad_data;
 mod cli;
+mod crash;
 mod fakes;
 mod passes;
 mod runs;
