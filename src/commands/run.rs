@@ -48,6 +48,7 @@ pub fn execute(cli: &crate::cli::Cli, args: &RunArgs) -> anyhow::Result<i32> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("tributary=warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
     let config = locate_config(cli.config.as_deref());
     let plan = match load_plan(&config) {

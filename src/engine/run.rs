@@ -503,9 +503,11 @@ impl Run {
                         self.counts.skipped += 1;
                         if self.skip_samples < SKIP_SAMPLES {
                             self.skip_samples += 1;
+                            // A record's value may be anything, even a credential the
+                            // service echoes back: the sample is cleaned like any text.
                             tracing::warn!(
                                 importer = %importer.id,
-                                reason = %reason,
+                                reason = %client.secrets().redact(&reason.to_string()),
                                 external_id = out.external_id.as_deref().unwrap_or("-"),
                                 "Skipped a record without a valid email."
                             );

@@ -66,6 +66,47 @@ async fn run_prints_a_summary() {
     );
 }
 
+/// A record with no or an invalid email is skipped, counted in the summary, and a sample
+/// is logged; a credential in a record's value (a service echoing it) is masked there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skipped_records_are_counted_and_sampled_without_credentials() {
+    let mut people = people(4);
+    people[1].email = None;
+    people[2].email = Some(TOKEN.to_string());
+    let fake = FakeService::start(fakes::pipedrive(db(people))).await;
+    let env = pipedrive_env(&fake.base, "");
+    let out = tributary(&env, &["run", "pd"]).await;
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("fetched 4, created 2, updated 0, unchanged 0, skipped 2"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stderr
+            .matches("Skipped a record without a valid email.")
+            .count(),
+        2,
+        "{stderr}"
+    );
+    assert!(stderr.contains("no email"), "{stderr}");
+    assert!(stderr.contains("invalid email `****`"), "{stderr}");
+    assert!(stderr.contains("external_id=\"3\""), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "no terminal colours in a pipe: {stderr}"
+    );
+    assert!(
+        !stderr.contains(TOKEN) && !stdout.contains(TOKEN),
+        "{stderr}"
+    );
+    assert_eq!(
+        emails(&env.contacts("People").await),
+        vec!["person1@example.com", "person4@example.com"]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_prints_the_request_and_contacts_and_writes_nothing() {
     let fake = FakeService::start(fakes::pipedrive(db(people(5)))).await;
