@@ -722,3 +722,67 @@ async fn a_repeated_cursor_fails_the_run_after_committing_what_was_read() {
             .contains("pagination loop")
     );
 }
+
+/// The loop guard on URLs: a `Link` header that points to a page already read fails the
+/// run; the pages read before stay committed, and the history records the failure with
+/// its counts and timing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_next_url_fails_the_run_and_is_recorded() {
+    let fake = FakeService::start_with(|base| {
+        Router::new().route(
+            "/items",
+            get(move |Query(q): Query<HashMap<String, String>>| {
+                let base = base.clone();
+                async move {
+                    let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+                    // Page 3 links back to page 2.
+                    let next = if page < 3 { page + 1 } else { 2 };
+                    (
+                        [("link", format!("<{base}/items?page={next}>; rel=\"next\""))],
+                        axum::Json(json!({"items": [{"email": format!("p{page}@example.com")}]})),
+                    )
+                }
+            }),
+        )
+    })
+    .await;
+    let env = SyncEnv::new();
+    env.connector(
+        "linky",
+        &paged_connector("/items", "[missing_token]", "")
+            .replace("type: page_number", "type: link_header"),
+    );
+    env.importer(
+        "lk",
+        &format!(
+            "connector: linky\nsettings:\n  base: \"{}\"\nlist: People\n",
+            fake.base
+        ),
+    );
+    let before = chrono::Utc::now();
+    let error = env.run("lk").await.unwrap_err().to_string();
+    assert!(error.contains("importer `lk`"), "{error}");
+    assert!(error.contains("pagination loop"), "{error}");
+    let pages: Vec<String> = fake
+        .requests()
+        .iter()
+        .map(|r| r.q("page").unwrap_or("1").to_string())
+        .collect();
+    assert_eq!(
+        pages,
+        vec!["1", "2", "3"],
+        "page 2 is never asked for again"
+    );
+    assert_eq!(
+        crate::common::sync_env::emails(&env.contacts("People").await),
+        vec!["p1@example.com", "p2@example.com"]
+    );
+    let runs = env.store().await.runs("lk", 5).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    assert_eq!(run.outcome, Some(RunOutcome::Failed));
+    assert!(run.error.as_deref().unwrap().contains("pagination loop"));
+    assert_eq!(run.counts.created, 2);
+    assert!(run.started_at >= before - chrono::Duration::seconds(1));
+    assert!(run.finished_at.unwrap() >= run.started_at);
+}
