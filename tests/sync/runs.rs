@@ -30,6 +30,22 @@ async fn first_run_then_an_incremental_run() {
 
     let first = env.run("pd").await.unwrap();
     assert_eq!(first.pass, PassKind::First);
+    // On a first run `since` and `cursor` render empty: the parameters are left out, not
+    // sent empty; later pages carry the cursor.
+    let keys = |r: &crate::common::fake::Recorded| -> Vec<String> {
+        r.query.iter().map(|(k, _)| k.clone()).collect()
+    };
+    let first_requests = fake.requests();
+    assert_eq!(first_requests.len(), 3);
+    assert_eq!(
+        keys(&first_requests[0]),
+        vec!["limit", "sort_by", "sort_direction"]
+    );
+    assert_eq!(
+        keys(&first_requests[1]),
+        vec!["cursor", "limit", "sort_by", "sort_direction"]
+    );
+    assert_eq!(first_requests[1].q("cursor"), Some("cur-2"));
     assert_eq!(first.outcome, RunOutcome::Completed);
     assert_eq!(first.counts.created, 5);
     let now_at_service = shared.lock().unwrap().clone();
@@ -338,4 +354,47 @@ filters:
     );
     assert_eq!(summary.counts.skipped, 5);
     assert_eq!(summary.counts.fetched, 6);
+}
+
+/// A credential reference that does not resolve is that importer's run error (recorded in
+/// the history, naming the reference), not a configuration error: the tree still loads
+/// and the other importers still run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_that_does_not_resolve_fails_only_that_run() {
+    let fake = FakeService::start(fakes::pipedrive(db(people(2)))).await;
+    let env = SyncEnv::new();
+    env.connector("pipedrive", fakes::PIPEDRIVE_CONNECTOR);
+    let missing = env.dir.path().join("gone.secret");
+    env.importer(
+        "broken",
+        &format!(
+            "connector: pipedrive\ncredentials:\n  api_token: {{file: \"{}\"}}\nsettings:\n  base: \"{}\"\nlist: People\n",
+            missing.display(),
+            fake.base
+        ),
+    );
+    env.importer("pd", &pipedrive_importer(&env, &fake.base, ""));
+    let error = env.run("broken").await.unwrap_err();
+    let text = error.to_string();
+    assert!(
+        matches!(error, tributary::engine::RunError::Failed { .. }),
+        "{error:?}"
+    );
+    assert!(text.contains("importer `broken`"), "{text}");
+    assert!(text.contains("api_token"), "{text}");
+    assert!(text.contains("gone.secret"), "{text}");
+    assert_eq!(
+        fake.count(),
+        0,
+        "nothing is requested without the credential"
+    );
+    let runs = env.store().await.runs("broken", 5).await.unwrap();
+    assert_eq!(runs[0].outcome, Some(RunOutcome::Failed));
+
+    let other = env.run("pd").await.unwrap();
+    assert_eq!(other.outcome, RunOutcome::Completed);
+    assert_eq!(
+        emails(&env.contacts("People").await),
+        vec!["person1@example.com", "person2@example.com"]
+    );
 }
