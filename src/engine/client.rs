@@ -157,6 +157,21 @@ pub fn body_start(body: &[u8], secrets: &SecretSet) -> String {
     secrets.redact(&quoted)
 }
 
+/// What a successful token or login response was, without its text: such a body holds
+/// the new token (a form-encoded `access_token=...`, a bare session id), which no secret
+/// set knows yet, so quoting it would leak it into the error and the run history.
+fn withheld_body(response: &Response) -> String {
+    let content_type = response
+        .headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("no content type");
+    format!(
+        "{} bytes of {content_type} (not shown: it may hold a token)",
+        response.body.len()
+    )
+}
+
 /// The HTTP client of one run of one importer.
 pub struct Client {
     http: reqwest::Client,
@@ -606,7 +621,7 @@ impl Client {
                         scheme: "session",
                         message: format!(
                             "login response is not JSON: {}",
-                            body_start(&response.body, &self.secrets)
+                            withheld_body(&response)
                         ),
                     })?;
                 let session = token
@@ -741,7 +756,7 @@ impl Client {
                 scheme: "oauth2",
                 message: format!(
                     "token response is not a JSON object: {}",
-                    body_start(&response.body, &self.secrets)
+                    withheld_body(&response)
                 ),
             })?;
         let access = token

@@ -290,3 +290,47 @@ sync:
         vec!["a@example.com", "b@example.com"]
     );
 }
+
+/// A token endpoint that answers 200 with a body that is not JSON (a form-encoded token,
+/// as some providers send): the run fails naming what came back, but never quotes the
+/// body, which holds a token no secret set knows yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_response_that_is_not_json_is_not_quoted() {
+    let router = Router::new()
+        .route(
+            "/oauth/v2/token",
+            post(|| async {
+                (
+                    [("content-type", "application/x-www-form-urlencoded")],
+                    "access_token=at-LEAKED-777&refresh_token=rt-LEAKED-888&token_type=bearer",
+                )
+            }),
+        )
+        .route(
+            "/crm/v7/Contacts",
+            get(|| async { StatusCode::UNAUTHORIZED }),
+        );
+    let fake = FakeService::start(router).await;
+    let env = SyncEnv::new();
+    env.connector("zoho", ZOHO);
+    env.importer(
+        "zo",
+        &format!(
+            "connector: zoho\ncredentials:\n  client_id: {{literal: cid}}\n  client_secret: {}\n  refresh_token: {}\nsettings:\n  base: \"{}\"\nlist: People\n",
+            env.secret("cs", "csecret-123"),
+            env.secret("rt", "rt-0-configured"),
+            fake.base
+        ),
+    );
+    let error = env.run("zo").await.unwrap_err().to_string();
+    assert!(error.contains("importer `zo`"), "{error}");
+    assert!(error.contains("not a JSON object"), "{error}");
+    assert!(
+        error.contains("application/x-www-form-urlencoded"),
+        "{error}"
+    );
+    assert!(!error.contains("LEAKED"), "{error}");
+    let runs = env.store().await.runs("zo", 5).await.unwrap();
+    assert_eq!(runs[0].outcome, Some(RunOutcome::Failed));
+    assert!(!runs[0].error.as_deref().unwrap().contains("LEAKED"));
+}
