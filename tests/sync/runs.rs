@@ -398,3 +398,81 @@ async fn a_credential_that_does_not_resolve_fails_only_that_run() {
         vec!["person1@example.com", "person2@example.com"]
     );
 }
+
+/// A dry run's request dump masks a key sent in the query string (raw or
+/// percent-encoded) and in a JSON body, and any authorization header whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_request_dump_masks_keys_in_query_body_and_headers() {
+    use axum::routing::post;
+    let key = "k3y/with+special=chars";
+    let router = axum::Router::new().route(
+        "/search",
+        post(|| async { axum::Json(serde_json::json!({"results": [{"email": "a@example.com"}]})) }),
+    );
+    let fake = FakeService::start(router).await;
+    let env = SyncEnv::new();
+    env.connector(
+        "keyed",
+        r#"
+spec_version: 1
+base_url: "{{settings.base}}"
+settings:
+  base: {}
+auth:
+  key:
+    type: api_key
+    in: query
+    name: api_key
+    value: "{{credentials.key}}"
+contacts:
+  request:
+    method: POST
+    path: /search
+    headers: {X-Echo: "{{credentials.key}}", Authorization: "Bearer {{credentials.key}}"}
+    body:
+      json: {auth: {key: "{{credentials.key}}"}, limit: "{{page_size}}"}
+  pagination: {type: none}
+  records: $.results[*]
+  fields:
+    email: $.email
+sync:
+  mode: full_refresh
+"#,
+    );
+    env.importer(
+        "ky",
+        &format!(
+            "connector: keyed\ncredentials:\n  key: {}\nsettings:\n  base: \"{}\"\nlist: People\n",
+            env.secret("key", key),
+            fake.base
+        ),
+    );
+    let summary = env
+        .run_with(
+            "ky",
+            RunOptions {
+                dry_run: true,
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    // The service did get the key (the dump is only what a person sees).
+    let sent = &fake.requests()[0];
+    assert_eq!(sent.q("api_key"), Some(key));
+    assert!(sent.body.contains(key), "{}", sent.body);
+    let dry = summary.dry_run.unwrap();
+    let dump = &dry.requests[0];
+    let encoded: String = url::form_urlencoded::byte_serialize(key.as_bytes()).collect::<String>();
+    assert!(!dump.contains(key), "{dump}");
+    assert!(!dump.contains(&encoded), "{dump}");
+    assert!(!dump.contains("k3y"), "{dump}");
+    assert!(dump.contains("api_key=****"), "{dump}");
+    assert!(
+        dump.contains("x-echo: ****") || dump.contains("X-Echo: ****"),
+        "{dump}"
+    );
+    assert!(dump.contains("\"key\":\"****\""), "{dump}");
+    assert_eq!(dry.contacts.len(), 1);
+    assert!(env.all_contacts().await.is_empty());
+}
