@@ -7,6 +7,8 @@
 //! Text comparisons ignore case and surrounding spaces: a segment named `VIP` in the
 //! importer and `vip` at the service is the same segment to the person writing it.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -18,6 +20,8 @@ enum Target {
     Email,
     FirstName,
     LastName,
+    /// First and last name joined, as the service's full name was before the split.
+    FullName,
     Phone,
     Organization,
     ExternalId,
@@ -40,7 +44,7 @@ pub struct ClientFilters {
 
 /// A field value as filters see it.
 enum Seen<'a> {
-    Text(&'a str),
+    Text(Cow<'a, str>),
     Number(f64),
     Date(DateTime<Utc>),
     List(&'a [String]),
@@ -59,6 +63,7 @@ impl ClientFilters {
                 "email" => Target::Email,
                 "first_name" => Target::FirstName,
                 "last_name" => Target::LastName,
+                "full_name" => Target::FullName,
                 "phone" => Target::Phone,
                 "organization" => Target::Organization,
                 "external_id" => Target::ExternalId,
@@ -97,11 +102,18 @@ impl ClientFilters {
 
 impl Compiled {
     fn seen<'c>(&self, contact: &'c ContactRecord) -> Option<Seen<'c>> {
-        let text = |v: &'c Option<String>| v.as_deref().map(Seen::Text);
+        let text = |v: &'c Option<String>| v.as_deref().map(|t| Seen::Text(Cow::Borrowed(t)));
         match self.target {
-            Target::Email => Some(Seen::Text(&contact.email)),
+            Target::Email => Some(Seen::Text(Cow::Borrowed(&contact.email))),
             Target::FirstName => text(&contact.first_name),
             Target::LastName => text(&contact.last_name),
+            Target::FullName => {
+                let parts: Vec<&str> = [&contact.first_name, &contact.last_name]
+                    .into_iter()
+                    .filter_map(|p| p.as_deref().map(str::trim).filter(|p| !p.is_empty()))
+                    .collect();
+                (!parts.is_empty()).then(|| Seen::Text(Cow::Owned(parts.join(" "))))
+            }
             Target::Phone => text(&contact.phone),
             Target::Organization => text(&contact.organization),
             Target::ExternalId => text(&contact.external_id),
@@ -112,7 +124,7 @@ impl Compiled {
                     .iter()
                     .find(|v| v.field == index)
                     .map(|v| match &v.value {
-                        FieldValue::Text(s) => Seen::Text(s),
+                        FieldValue::Text(s) => Seen::Text(Cow::Borrowed(s)),
                         FieldValue::Number(n) => Seen::Number(*n),
                         FieldValue::Date(t) => Seen::Date(*t),
                         FieldValue::List(items) => Seen::List(items),
@@ -143,7 +155,7 @@ impl Compiled {
                     return false;
                 };
                 match s {
-                    Seen::Text(t) => fold(t).contains(&needle),
+                    Seen::Text(t) => fold(&t).contains(&needle),
                     Seen::List(items) => items.iter().any(|i| fold(i) == needle),
                     _ => false,
                 }

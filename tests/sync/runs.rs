@@ -476,3 +476,38 @@ sync:
     assert_eq!(dry.contacts.len(), 1);
     assert!(env.all_contacts().await.is_empty());
 }
+
+/// The client-side operators not covered above, on standard fields too: `one_of` on the
+/// full name (which the connector maps as one field, split before storing), `after` and
+/// `before` on the update time, `exists` on a custom value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_filters_one_of_before_after_exists_and_full_name() {
+    let mut people = people(7);
+    people[4].tier = String::new();
+    let fake = FakeService::start(fakes::pipedrive(db(people))).await;
+    let env = SyncEnv::new();
+    let connector = fakes::PIPEDRIVE_CONNECTOR.to_string()
+        + r#"
+filters:
+  who: {type: string_list, apply: {at: client, field: full_name, op: one_of}}
+  changed_after: {type: datetime, apply: {at: client, field: updated_at, op: after}}
+  changed_before: {type: datetime, apply: {at: client, field: updated_at, op: before}}
+  has_tier: {type: boolean, apply: {at: client, field: Tier, op: exists}}
+"#;
+    env.connector("pipedrive", &connector);
+    env.importer(
+        "pd",
+        &pipedrive_importer(
+            &env,
+            &fake.base,
+            "filters:\n  who: [\"First2 Last2\", \"first3 last3\", \"First5 Last5\", \"First6 Last6\", \"First7 Last7\"]\n  changed_after: \"2024-05-01T10:00:02Z\"\n  changed_before: \"2024-05-01T10:00:07Z\"\n  has_tier: true\n",
+        ),
+    );
+    let summary = env.run("pd").await.unwrap();
+    // one_of: 2, 3, 5, 6, 7; after 10:00:02: 3..7; before 10:00:07: 1..6; tier: not 5.
+    assert_eq!(
+        emails(&env.contacts("People").await),
+        vec!["person3@example.com", "person6@example.com"]
+    );
+    assert_eq!((summary.counts.fetched, summary.counts.skipped), (7, 5));
+}
