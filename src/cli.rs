@@ -28,4 +28,6 @@ pub enum Command {
     Fields(crate::commands::fields::FieldsArgs),
     /// Show imported contacts; record unsubscribes and bounces.
     Contacts(crate::commands::contacts::ContactsArgs),
+    /// Run one importer now and print a summary (`--dry-run`: show, write nothing).
+    Run(crate::commands::run::RunArgs),
 }

@@ -3,5 +3,6 @@
 
 pub mod contacts;
 pub mod fields;
+pub mod run;
 pub mod schema;
 pub mod validate;

@@ -1479,12 +1479,16 @@ fn type_label(field_type: CustomFieldType) -> &'static str {
     }
 }
 
-/// Two importers with the same connector, account (credentials and settings), filters
-/// and list make two data streams into one list: a warning on the later file.
+/// Two enabled importers with the same connector, account (credentials and settings),
+/// filters and list make two data streams into one list: a warning on the later file.
 fn check_duplicate_streams(files: &[SourceFile<ImporterSpec>], out: &mut Vec<Diagnostic>) {
     let mut seen: BTreeMap<String, &SourceFile<ImporterSpec>> = BTreeMap::new();
     for file in files {
         let s = &file.spec;
+        // A disabled copy is a deliberate spare, not a second stream.
+        if s.enabled == Some(false) {
+            continue;
+        }
         let key = serde_json::json!({
             "connector": s.connector,
             "auth": s.auth,
