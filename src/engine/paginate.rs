@@ -126,7 +126,11 @@ pub struct Paginator<'a> {
     page_size: u32,
     max_results_per_query: Option<u64>,
     pos: PassPosition,
+    /// Tokens and URLs seen in the current query (a restarted query numbers its cursors
+    /// afresh, so this is cleared on restart).
     seen: HashSet<blake3::Hash>,
+    /// Keysets a query started from, over the whole pass.
+    seen_keysets: HashSet<blake3::Hash>,
 }
 
 impl<'a> Paginator<'a> {
@@ -154,6 +158,7 @@ impl<'a> Paginator<'a> {
             max_results_per_query,
             pos,
             seen: HashSet::new(),
+            seen_keysets: HashSet::new(),
         }
     }
 
@@ -249,8 +254,18 @@ impl<'a> Paginator<'a> {
             && let Some(keyset) = page.last_keyset.clone()
         {
             self.guard("keyset", &keyset_text(&keyset), secrets)?;
+            self.seen.clear();
             self.pos.keyset = Some(keyset);
             self.pos.cursor = None;
+            // The restarted query numbers its pages and offsets from the start again.
+            self.pos.page = match self.style {
+                Pagination::PageNumber { start, .. } => Some(*start),
+                _ => None,
+            };
+            self.pos.offset = match self.style {
+                Pagination::Offset { start, .. } => Some(*start),
+                _ => None,
+            };
             self.pos.url = None;
             self.pos.query_records = 0;
             return Ok(Step::Continue);
@@ -346,7 +361,12 @@ impl<'a> Paginator<'a> {
         value: &str,
         secrets: &SecretSet,
     ) -> Result<(), PaginateError> {
-        if self.seen.insert(blake3::hash(value.as_bytes())) {
+        let seen = if what == "keyset" {
+            &mut self.seen_keysets
+        } else {
+            &mut self.seen
+        };
+        if seen.insert(blake3::hash(value.as_bytes())) {
             Ok(())
         } else {
             Err(PaginateError::Loop {

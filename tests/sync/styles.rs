@@ -786,3 +786,149 @@ async fn a_repeated_next_url_fails_the_run_and_is_recorded() {
     assert!(run.started_at >= before - chrono::Duration::seconds(1));
     assert!(run.finished_at.unwrap() >= run.started_at);
 }
+
+/// A search that caps every query at a number of results (HubSpot: 10,000; here 5) and
+/// answers 400 past it: with `max_results_per_query` the engine restarts the query by
+/// keyset from the last record read, and every record is imported once.
+async fn capped_query(offset_style: bool) {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use axum::routing::post;
+    const CAP: usize = 5;
+    let router = Router::new().route(
+        "/search",
+        post(
+            |axum::Json(body): axum::Json<serde_json::Value>| async move {
+                // A cursor comes as a string, an offset as a number.
+                let after: usize = match &body["after"] {
+                    serde_json::Value::String(a) => a.parse().unwrap_or(0),
+                    other => other.as_u64().unwrap_or(0) as usize,
+                };
+                let min_id = body["min_id"].as_u64().unwrap_or(0) as usize;
+                let limit = body["limit"].as_u64().unwrap_or(2) as usize;
+                if after >= CAP {
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        axum::Json(json!({"message": "cannot page past 5 results"})),
+                    )
+                        .into_response();
+                }
+                let matching: Vec<usize> = (1..=12).filter(|id| *id > min_id).collect();
+                let page: Vec<serde_json::Value> = matching
+                .iter()
+                .skip(after)
+                .take(limit)
+                .map(|id| json!({"id": id, "properties": {"email": format!("c{id}@example.com")}}))
+                .collect();
+                let next = (after + limit < matching.len())
+                    .then(|| json!({"next": {"after": (after + limit).to_string()}}));
+                axum::Json(json!({"results": page, "paging": next})).into_response()
+            },
+        ),
+    );
+    let fake = FakeService::start(router).await;
+    let env = SyncEnv::new();
+    let connector = r#"
+spec_version: 1
+base_url: "{{settings.base}}"
+settings:
+  base: {}
+contacts:
+  request:
+    method: POST
+    path: /search
+    body:
+      json: {after: "{{cursor}}", min_id: "{{keyset.id}}", limit: "{{page_size}}"}
+  pagination:
+    type: cursor
+    cursor: $.paging.next.after
+    stop: [missing_token]
+  records: $.results[*]
+  max_results_per_query: 5
+  fields:
+    email: $.properties.email
+    external_id: $.id
+sync:
+  mode: full_refresh
+"#;
+    let connector = if offset_style {
+        connector.replace("{{cursor}}", "{{offset}}").replace(
+            "type: cursor\n    cursor: $.paging.next.after\n    stop: [missing_token]",
+            "type: offset\n    stop: [empty_page]",
+        )
+    } else {
+        connector.to_string()
+    };
+    env.connector("capped", &connector);
+    env.importer(
+        "cq",
+        &format!(
+            "connector: capped\nsettings:\n  base: \"{}\"\nlist: People\npage_size: 2\n",
+            fake.base
+        ),
+    );
+    let summary = env.run("cq").await.unwrap();
+    assert_eq!(summary.outcome, RunOutcome::Completed);
+    let bodies: Vec<serde_json::Value> = fake
+        .requests()
+        .iter()
+        .map(|r| serde_json::from_str(&r.body).unwrap())
+        .collect();
+    let asked: Vec<(Option<&str>, Option<u64>)> = bodies
+        .iter()
+        .map(|b| {
+            let after = match &b["after"] {
+                serde_json::Value::Null => None,
+                serde_json::Value::Number(n) => Some(match n.as_u64() {
+                    Some(0) => "0",
+                    Some(2) => "2",
+                    Some(4) => "4",
+                    _ => "other",
+                }),
+                other => other.as_str(),
+            };
+            (after, b["min_id"].as_u64())
+        })
+        .collect();
+    let expected = if offset_style {
+        vec![
+            (Some("0"), None),
+            (Some("2"), None),
+            (Some("4"), None),
+            (Some("0"), Some(6)),
+            (Some("2"), Some(6)),
+            (Some("4"), Some(6)),
+            (Some("0"), Some(12)),
+        ]
+    } else {
+        vec![
+            (None, None),
+            (Some("2"), None),
+            (Some("4"), None),
+            (None, Some(6)),
+            (Some("2"), Some(6)),
+            (Some("4"), Some(6)),
+        ]
+    };
+    assert_eq!(asked, expected);
+    let want: Vec<String> = {
+        let mut w: Vec<String> = (1..=12).map(|i| format!("c{i}@example.com")).collect();
+        w.sort();
+        w
+    };
+    assert_eq!(
+        crate::common::sync_env::emails(&env.contacts("People").await),
+        want
+    );
+    assert_eq!(summary.counts.created, 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capped_cursor_query_restarts_by_keyset() {
+    capped_query(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capped_offset_query_restarts_by_keyset_from_offset_zero() {
+    capped_query(true).await;
+}
