@@ -66,6 +66,42 @@ async fn run_prints_a_summary() {
     );
 }
 
+/// On a terminal (a pseudo-terminal from util-linux `script`), `run` shows live progress:
+/// pages, contacts and rate after each page; piped, it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_shows_live_progress_on_a_terminal_only() {
+    let fake = FakeService::start(fakes::pipedrive(db(people(5)))).await;
+    let env = pipedrive_env(&fake.base, "page_size: 2\n");
+    let command = format!(
+        "{} --config {} run pd",
+        env!("CARGO_BIN_EXE_tributary"),
+        env.config.display()
+    );
+    let out = tokio::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .await
+        .expect("util-linux `script` runs the command on a pseudo-terminal");
+    let shown = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{shown}{}", text(&out.stderr));
+    for progress in [
+        "1 pages, 2 contacts",
+        "2 pages, 4 contacts",
+        "3 pages, 5 contacts",
+    ] {
+        assert!(shown.contains(progress), "{progress}: {shown}");
+    }
+    assert!(shown.contains("contacts/s"), "{shown}");
+    assert!(shown.contains("importer pd: pass complete"), "{shown}");
+
+    let piped = tributary(&env, &["run", "pd"]).await;
+    assert!(
+        !text(&piped.stderr).contains("contacts/s"),
+        "{}",
+        text(&piped.stderr)
+    );
+}
+
 /// A record with no or an invalid email is skipped, counted in the summary, and a sample
 /// is logged; a credential in a record's value (a service echoing it) is masked there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
