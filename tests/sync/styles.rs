@@ -932,3 +932,62 @@ async fn a_capped_cursor_query_restarts_by_keyset() {
 async fn a_capped_offset_query_restarts_by_keyset_from_offset_zero() {
     capped_query(true).await;
 }
+
+/// A next URL with `verbatim: false`: the request's query parameters the URL lacks are
+/// added again (a service whose next link forgets the page size), the ones it carries are
+/// left as the service wrote them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_next_url_not_followed_verbatim_gets_missing_parameters_again() {
+    let router = Router::new().route(
+        "/items",
+        get(|Query(q): Query<HashMap<String, String>>| async move {
+            let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+            let next = (page < 3).then(|| format!("/items?page={}", page + 1));
+            axum::Json(json!({"items": [{"email": format!("p{page}@example.com")}], "next": next}))
+        }),
+    );
+    let fake = FakeService::start(router).await;
+    let env = SyncEnv::new();
+    env.connector(
+        "forgetful",
+        r#"
+spec_version: 1
+base_url: "{{settings.base}}"
+settings:
+  base: {}
+contacts:
+  request:
+    path: /items
+    query: {limit: "{{page_size}}", page: "{{page}}"}
+  pagination:
+    type: next_url
+    next_url: $.next
+    verbatim: false
+    stop: [missing_token]
+  records: $.items[*]
+  fields:
+    email: $.email
+sync:
+  mode: full_refresh
+"#,
+    );
+    env.importer(
+        "fg",
+        &format!(
+            "connector: forgetful\nsettings:\n  base: \"{}\"\nlist: People\npage_size: 7\n",
+            fake.base
+        ),
+    );
+    let summary = env.run("fg").await.unwrap();
+    assert_eq!(summary.outcome, RunOutcome::Completed);
+    let queries: Vec<String> = fake
+        .requests()
+        .iter()
+        .map(|r| r.raw_query.clone())
+        .collect();
+    assert_eq!(queries, vec!["limit=7", "page=2&limit=7", "page=3&limit=7"]);
+    assert_eq!(
+        crate::common::sync_env::emails(&env.contacts("People").await),
+        vec!["p1@example.com", "p2@example.com", "p3@example.com"]
+    );
+}
