@@ -511,3 +511,95 @@ filters:
     );
     assert_eq!((summary.counts.fetched, summary.counts.skipped), (7, 5));
 }
+
+/// A request body given as one template that renders the whole JSON text (a query
+/// language, Zoho COQL here): sent as JSON, `since` appears inside the query string on
+/// the run after the first, and offsets page through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_body_template_carries_since_inside_a_query_language() {
+    use axum::routing::post;
+    let router = axum::Router::new().route(
+        "/coql",
+        post(
+            |axum::Json(body): axum::Json<serde_json::Value>| async move {
+                let query = body["select_query"].as_str().unwrap_or("").to_string();
+                let data = if query.ends_with("limit 0, 2") {
+                    serde_json::json!([
+                        {"Email": "a@example.com", "Modified_Time": "2024-05-01T10:00:00+02:00"},
+                        {"Email": "b@example.com", "Modified_Time": "2024-05-01T11:00:00+02:00"}
+                    ])
+                } else {
+                    serde_json::json!([
+                        {"Email": "c@example.com", "Modified_Time": "2024-05-01T12:00:00+02:00"}
+                    ])
+                };
+                axum::Json(serde_json::json!({"data": data}))
+            },
+        ),
+    );
+    let fake = FakeService::start(router).await;
+    let env = SyncEnv::new();
+    env.connector(
+        "coql",
+        r#"
+spec_version: 1
+base_url: "{{settings.base}}"
+settings:
+  base: {}
+contacts:
+  request:
+    method: POST
+    path: /coql
+    body:
+      template: '{"select_query": "select Email from Contacts where Modified_Time >= ''{{default since "2000-01-01T00:00:00+00:00"}}'' limit {{offset}}, {{page_size}}"}'
+  pagination:
+    type: offset
+    stop: [short_page]
+  records: $.data[*]
+  fields:
+    email: $.Email
+    updated_at: {path: $.Modified_Time}
+sync:
+  mode: incremental
+  since_format: "%Y-%m-%dT%H:%M:%S+00:00"
+  lookback: PT0S
+"#,
+    );
+    env.importer(
+        "zc",
+        &format!(
+            "connector: coql\nsettings:\n  base: \"{}\"\nlist: People\npage_size: 2\n",
+            fake.base
+        ),
+    );
+    env.run("zc").await.unwrap();
+    let requests = fake.requests();
+    let queries: Vec<String> = requests
+        .iter()
+        .map(|r| {
+            assert_eq!(r.header("content-type"), Some("application/json"));
+            let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            body["select_query"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(
+        queries,
+        vec![
+            "select Email from Contacts where Modified_Time >= '2000-01-01T00:00:00+00:00' limit 0, 2",
+            "select Email from Contacts where Modified_Time >= '2000-01-01T00:00:00+00:00' limit 2, 2",
+        ]
+    );
+    assert_eq!(
+        emails(&env.contacts("People").await),
+        vec!["a@example.com", "b@example.com", "c@example.com"]
+    );
+
+    fake.clear();
+    env.run("zc").await.unwrap();
+    let body: serde_json::Value = serde_json::from_str(&fake.requests()[0].body).unwrap();
+    assert_eq!(
+        body["select_query"],
+        "select Email from Contacts where Modified_Time >= '2024-05-01T10:00:00+00:00' limit 0, 2",
+        "the watermark (12:00 at +02:00) in the service's format"
+    );
+}
