@@ -603,3 +603,85 @@ sync:
         "the watermark (12:00 at +02:00) in the service's format"
     );
 }
+
+/// A connector offering two schemes (a bearer token or a plain header template): each
+/// importer's chosen scheme is the one sent, and a dry run masks the header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_importer_picks_one_of_several_auth_schemes() {
+    use axum::http::HeaderMap;
+    use axum::response::IntoResponse;
+    let router = axum::Router::new().route(
+        "/people",
+        axum::routing::get(|headers: HeaderMap| async move {
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let email = match auth {
+                "Bearer priv-token-1" => "bearer@example.com",
+                "Zoho-oauthtoken legacy-token-2" => "header@example.com",
+                _ => return axum::http::StatusCode::UNAUTHORIZED.into_response(),
+            };
+            axum::Json(serde_json::json!([{"email": email}])).into_response()
+        }),
+    );
+    let fake = FakeService::start(router).await;
+    let env = SyncEnv::new();
+    env.connector(
+        "multi",
+        r#"
+spec_version: 1
+base_url: "{{settings.base}}"
+settings:
+  base: {}
+auth:
+  private_app: {type: bearer, token: "{{credentials.token}}"}
+  legacy:
+    type: header
+    headers: {Authorization: "Zoho-oauthtoken {{credentials.token}}"}
+contacts:
+  request: {path: /people}
+  pagination: {type: none}
+  records: $[*]
+  fields:
+    email: $.email
+sync:
+  mode: full_refresh
+"#,
+    );
+    for (id, scheme, token) in [
+        ("b", "private_app", "priv-token-1"),
+        ("h", "legacy", "legacy-token-2"),
+    ] {
+        env.importer(
+            id,
+            &format!(
+                "connector: multi\nauth: {scheme}\ncredentials:\n  token: {}\nsettings:\n  base: \"{}\"\nlist: {id}\n",
+                env.secret(id, token),
+                fake.base
+            ),
+        );
+    }
+    env.run("b").await.unwrap();
+    env.run("h").await.unwrap();
+    assert_eq!(emails(&env.contacts("b").await), vec!["bearer@example.com"]);
+    assert_eq!(emails(&env.contacts("h").await), vec!["header@example.com"]);
+    let dry = env
+        .run_with(
+            "h",
+            RunOptions {
+                dry_run: true,
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .unwrap()
+        .dry_run
+        .unwrap();
+    assert!(
+        !dry.requests[0].contains("legacy-token-2"),
+        "{}",
+        dry.requests[0]
+    );
+    assert!(dry.requests[0].contains("****"), "{}", dry.requests[0]);
+}
