@@ -196,6 +196,9 @@ pub async fn run_importer(
         .ok_or_else(|| RunError::Busy {
             importer: id.clone(),
         })?;
+    if !options.dry_run {
+        close_abandoned_runs(&*store, &id).await;
+    }
     let run_id = if options.dry_run {
         None
     } else {
@@ -297,6 +300,39 @@ async fn acquire(
             return Ok(None);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs of this importer left without an end by a process that died (killed, crashed,
+/// the machine lost power). Holding the lease, this run knows no other is alive, so they
+/// are closed as failed, with the counts they had committed, instead of showing as
+/// running forever in the history.
+async fn close_abandoned_runs(store: &dyn Store, id: &str) {
+    const LOOK_BACK: u32 = 20;
+    let runs = match store.runs(id, LOOK_BACK).await {
+        Ok(runs) => runs,
+        Err(e) => {
+            tracing::warn!(importer = %id, error = %e, "Could not read the run history.");
+            return;
+        }
+    };
+    for run in runs.iter().filter(|r| r.finished_at.is_none()) {
+        let closed = store
+            .finish_run(
+                run.run_id,
+                RunOutcome::Failed,
+                &run.counts,
+                Some("the process running it stopped before the run finished (killed or crashed); its committed pages are kept"),
+            )
+            .await;
+        match closed {
+            Ok(()) => {
+                tracing::warn!(importer = %id, run = run.run_id, "Closed a run whose process stopped before it finished.")
+            }
+            Err(e) => {
+                tracing::warn!(importer = %id, run = run.run_id, error = %e, "Could not close an abandoned run.")
+            }
+        }
     }
 }
 

@@ -13,6 +13,8 @@ use axum::routing::get;
 use serde_json::json;
 
 use crate::common::fake::FakeService;
+use tributary::store::RunOutcome;
+
 use crate::common::sync_env::{SyncEnv, emails};
 
 const PER_PAGE: usize = 3;
@@ -173,6 +175,23 @@ sync:
     assert_eq!(p7.first_name.as_deref(), Some("Person"));
     assert_eq!(p7.last_name.as_deref(), Some("7"));
     assert!(p7.lists.iter().any(|m| m.list == "People"));
-    let state = env.store().await.importer_state("pg").await.unwrap();
+    let store = env.store().await;
+    let state = store.importer_state("pg").await.unwrap();
     assert_eq!(state.checkpoint.position, None, "the pass is complete");
+
+    // The dead run does not stay "running" in the history: the next run closed it.
+    let runs = store.runs("pg", 5).await.unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].outcome, Some(RunOutcome::Completed));
+    assert_eq!(runs[0].counts.created as usize, remaining);
+    let dead = &runs[1];
+    assert_eq!(dead.outcome, Some(RunOutcome::Failed));
+    assert!(dead.finished_at.is_some());
+    assert!(
+        dead.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("stopped before the run finished"),
+        "{dead:?}"
+    );
 }
