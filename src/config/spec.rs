@@ -73,13 +73,18 @@ pub enum LogFormat {
     Json,
 }
 
+// `SecretRef`, `AuthSpec`, `BodySpec`, `PaginationSpec`, `SyncSpec` and `FilterApply`
+// deserialize through `config::tagged`, which keeps key paths and line numbers that
+// serde's buffered tagged enums lose; their serde attributes here still drive
+// `Serialize` and the JSON Schema.
+
 // ---------------------------------------------------------------------------------------
 // Secret references (used by the daemon config and by importers)
 // ---------------------------------------------------------------------------------------
 
 /// Where a secret comes from. Secrets are never written in these files: they are named
 /// here and read at run time.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum SecretRef {
     /// An environment variable of the daemon process.
@@ -167,7 +172,7 @@ pub struct SettingSpec {
 
 /// One authentication scheme. Every value is a template over `credentials.*` and
 /// `settings.*`.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AuthSpec {
     /// No authentication.
@@ -296,7 +301,7 @@ pub enum HttpMethod {
 }
 
 /// A request body.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum BodySpec {
     /// A JSON document whose string leaves are templates. A leaf that is exactly one
@@ -354,7 +359,7 @@ pub struct PageSizeSpec {
 /// Pagination style. Every style but `none` must name at least one stop rule; any stop
 /// rule wins over a has-more flag. Loop guards (a repeated token or URL, `max_pages`) are
 /// always on.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PaginationSpec {
     /// One response holds everything.
@@ -570,7 +575,7 @@ pub struct PredicateSpec {
 }
 
 /// How changes are found.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SyncSpec {
     /// Ask for records updated since the saved watermark. Where the value goes (a query
@@ -630,7 +635,7 @@ pub enum FilterValueType {
 }
 
 /// Where a filter is applied.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(tag = "at", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FilterApply {
     /// The service filters: the value is available to templates as `filters.NAME`.
