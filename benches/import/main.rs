@@ -558,7 +558,12 @@ fn machine() -> String {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
-    format!("{cores} cores, {cpu}, {mem}")
+    // Other work on a shared machine shows here: ratios stay meaningful, absolute rates
+    // do not.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+    format!("{cores} cores, {cpu}, {mem}; load average at the end {load}")
 }
 
 fn print_report(options: &Options, rows: &[Row]) {
