@@ -90,7 +90,7 @@ struct Options {
     pg: String,
     tributary: Option<PathBuf>,
     /// How `run` is told to make a full pass; `None`: ask `run --help`, else use a
-    /// connector with `full_refresh_every`.
+    /// connector whose sync mode is `full_refresh`.
     full_refresh_flag: Option<String>,
     keep: bool,
     work: PathBuf,
@@ -348,9 +348,9 @@ async fn run_series(
         return Ok(());
     };
     let target = StoreTarget::create(options, store, &dir, "tributary").await?;
-    let config = write_config(&dir, "config", &target.url, &fake.base_url, None)?;
-    // A full refresh: by flag if `run` has one, else by a connector variant that asks for
-    // one every second (same importer id, same store).
+    let config = write_config(&dir, "config", &target.url, &fake.base_url, false)?;
+    // A full refresh: by flag if `run` has one, else by a connector variant whose sync
+    // mode is `full_refresh` (same importer id, same store).
     let refresh_flag = match &options.full_refresh_flag {
         Some(flag) => Some(flag.clone()),
         None => {
@@ -362,13 +362,7 @@ async fn run_series(
     };
     let refresh_config = match &refresh_flag {
         Some(_) => config.clone(),
-        None => write_config(
-            &dir,
-            "config-refresh",
-            &target.url,
-            &fake.base_url,
-            Some("PT1S"),
-        )?,
+        None => write_config(&dir, "config-refresh", &target.url, &fake.base_url, true)?,
     };
     let validate = Command::new(tributary)
         .arg("--config")
@@ -404,8 +398,6 @@ async fn run_series(
         }
         let mut command = Command::new(tributary);
         if scenario == Scenario::FullRefresh {
-            // `full_refresh_every: PT1S` must see a pass older than one second.
-            std::thread::sleep(Duration::from_millis(1_100));
             command
                 .arg("--config")
                 .arg(&refresh_config)
@@ -495,14 +487,15 @@ async fn measured(
 /// Writes `tributary.yaml`, `connectors.d/` and `importers.d/` for one series from
 /// `benches/fixtures/pipedrive`, filling the store URL and the fake's address.
 ///
-/// With `full_refresh_every`, the connector asks for a full refresh that often: how the
-/// full-refresh scenario forces one while `tributary run` has no flag for it.
+/// With `full_refresh`, the connector's sync mode becomes `full_refresh` (every pass reads
+/// everything): how the full-refresh scenario forces one while `tributary run` has no
+/// flag for it and `full_refresh_every` cannot be under `PT1M`.
 fn write_config(
     dir: &Path,
     name: &str,
     store: &str,
     base_url: &str,
-    full_refresh_every: Option<&str>,
+    full_refresh: bool,
 ) -> anyhow::Result<PathBuf> {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures/pipedrive");
     let config_dir = dir.join(name);
@@ -511,16 +504,14 @@ fn write_config(
         for entry in std::fs::read_dir(fixtures.join(sub))? {
             let entry = entry?;
             let mut text = std::fs::read_to_string(entry.path())?;
-            if let Some(every) = full_refresh_every {
-                let sync = "  since_format: rfc3339\n";
+            if full_refresh && sub == "connectors.d" {
+                let sync = "sync:\n  mode: incremental\n  since_format: rfc3339\n";
                 if !text.contains(sync) {
-                    bail!(
-                        "{} has no `{}` line to extend",
-                        entry.path().display(),
-                        sync.trim()
-                    );
+                    bail!("{} has no incremental `sync` block", entry.path().display());
                 }
-                text = text.replace(sync, &format!("{sync}  full_refresh_every: {every}\n"));
+                text = text
+                    .replace(sync, "sync:\n  mode: full_refresh\n")
+                    .replace("      updated_since: \"{{since}}\"\n", "");
             }
             std::fs::write(
                 config_dir.join(sub).join(entry.file_name()),
@@ -685,6 +676,9 @@ fn targets(options: &Options, rows: &[Row]) -> Vec<String> {
         }
         let smallest = options.ns.iter().min().copied().unwrap_or(0);
         let largest = options.ns.iter().max().copied().unwrap_or(0);
+        if smallest == largest {
+            continue;
+        }
         if let (Some(small), Some(large)) = (
             find(rows, Scenario::First, store, smallest),
             find(rows, Scenario::First, store, largest),
