@@ -33,12 +33,8 @@ impl JsonPath {
                 "invalid JSONPath `{source}`: a JSONPath starts with `$`"
             ));
         }
-        let parsed = parse_json_path(trimmed).map_err(|error| {
-            let detail = error.to_string();
-            let detail = detail.lines().next().unwrap_or("").trim();
-            let detail = detail.trim_end_matches('.');
-            format!("invalid JSONPath `{source}`: {detail}")
-        })?;
+        let parsed = parse_json_path(trimmed)
+            .map_err(|error| format!("invalid JSONPath `{source}`: {}", describe(&error)))?;
         Ok(JsonPath {
             source: source.to_string(),
             parsed,
@@ -63,6 +59,40 @@ impl JsonPath {
     /// The text as written.
     pub fn as_str(&self) -> &str {
         &self.source
+    }
+}
+
+/// A one-line reason. Parser errors are multi-line pest reports (`--> 1:8` plus a
+/// drawing); keep the character position only.
+fn describe(error: &jsonpath_rust::parser::errors::JsonPathError) -> String {
+    use jsonpath_rust::parser::errors::JsonPathError;
+    match error {
+        JsonPathError::PestError(_) => {
+            let text = error.to_string();
+            let column = text
+                .find("--> ")
+                .map(|at| &text[at + 4..])
+                .and_then(|at| at.lines().next())
+                .and_then(|at| at.trim().split(':').nth(1))
+                .map(str::to_string);
+            let expected = text
+                .lines()
+                .find_map(|line| line.trim().strip_prefix("= "))
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default();
+            match column {
+                Some(column) => format!("syntax error at character {column}{expected}"),
+                None => format!("syntax error{expected}"),
+            }
+        }
+        other => {
+            let text = other.to_string();
+            let mut chars = text.trim().trim_end_matches('.').chars();
+            match chars.next() {
+                Some(first) => first.to_lowercase().chain(chars).collect(),
+                None => "syntax error".to_string(),
+            }
+        }
     }
 }
 
@@ -112,7 +142,10 @@ mod tests {
     #[test]
     fn bad_paths_are_refused_with_the_text() {
         let error = JsonPath::parse("$.data[").unwrap_err();
-        assert!(error.starts_with("invalid JSONPath `$.data[`"), "{error}");
+        assert!(
+            error.starts_with("invalid JSONPath `$.data[`: syntax error at character 8"),
+            "{error}"
+        );
         assert!(JsonPath::parse("data.email").is_err());
     }
 }

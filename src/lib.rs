@@ -21,6 +21,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod duration;
+pub mod engine;
 pub mod jsonpath;
 pub mod model;
 pub mod plan;

@@ -142,6 +142,90 @@ pub struct PageOutcome {
     pub field_failures: u64,
     /// Memberships added to the list.
     pub memberships_added: u64,
+    /// Contact sources newly marked deleted at the service (the contacts are kept).
+    pub deleted: u64,
+}
+
+impl FieldValue {
+    /// This value as `to`, or `None` where it does not convert. The store applies it when
+    /// a field a person made first has another type than the connector's; failures are
+    /// counted, never stored.
+    ///
+    /// Text converts to a number when it parses as one, to a date when it is RFC 3339 or
+    /// `YYYY-MM-DD`, to a one-element list; a number or date converts to text; a list
+    /// converts to text joined by `, ` and to a number or date when it has one element
+    /// that converts. A number never becomes a date (seconds or milliseconds would be a
+    /// guess).
+    pub fn convert_to(&self, to: CustomFieldType) -> Option<FieldValue> {
+        match (self, to) {
+            (FieldValue::Text(_), CustomFieldType::Text)
+            | (FieldValue::Number(_), CustomFieldType::Number)
+            | (FieldValue::Date(_), CustomFieldType::Date)
+            | (FieldValue::List(_), CustomFieldType::List) => Some(self.clone()),
+            (FieldValue::Text(text), CustomFieldType::Number) => {
+                let number: f64 = text.trim().parse().ok()?;
+                number.is_finite().then_some(FieldValue::Number(number))
+            }
+            (FieldValue::Text(text), CustomFieldType::Date) => parse_date(text.trim()),
+            (FieldValue::Text(text), CustomFieldType::List) => {
+                Some(FieldValue::List(vec![text.clone()]))
+            }
+            (FieldValue::Number(_) | FieldValue::Date(_), CustomFieldType::Text) => {
+                Some(FieldValue::Text(self.to_text()))
+            }
+            (FieldValue::Number(_) | FieldValue::Date(_), CustomFieldType::List) => {
+                Some(FieldValue::List(vec![self.to_text()]))
+            }
+            (FieldValue::Number(_), CustomFieldType::Date)
+            | (FieldValue::Date(_), CustomFieldType::Number) => None,
+            (FieldValue::List(items), CustomFieldType::Text) => {
+                Some(FieldValue::Text(items.join(", ")))
+            }
+            (FieldValue::List(items), CustomFieldType::Number | CustomFieldType::Date) => {
+                match items.as_slice() {
+                    [one] => FieldValue::Text(one.clone()).convert_to(to),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    /// The value as stored and shown: text as is, numbers without a needless `.0`, dates
+    /// RFC 3339 in UTC, lists as a JSON array.
+    pub fn to_text(&self) -> String {
+        match self {
+            FieldValue::Text(text) => text.clone(),
+            FieldValue::Number(number) => {
+                if number.fract() == 0.0 && number.abs() < 1e15 {
+                    format!("{}", *number as i64)
+                } else {
+                    format!("{number}")
+                }
+            }
+            FieldValue::Date(date) => date.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            FieldValue::List(items) => {
+                serde_json::to_string(items).unwrap_or_else(|_| String::from("[]"))
+            }
+        }
+    }
+
+    /// Whether the value is empty (empty text or list): an empty value never erases a
+    /// stored one.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            FieldValue::Text(text) => text.trim().is_empty(),
+            FieldValue::List(items) => items.iter().all(|item| item.trim().is_empty()),
+            FieldValue::Number(_) | FieldValue::Date(_) => false,
+        }
+    }
+}
+
+fn parse_date(text: &str) -> Option<FieldValue> {
+    if let Ok(date) = DateTime::parse_from_rfc3339(text) {
+        return Some(FieldValue::Date(date.with_timezone(&Utc)));
+    }
+    let day = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    Some(FieldValue::Date(day.and_hms_opt(0, 0, 0)?.and_utc()))
 }
 
 /// The personalization tag of a custom field: `%<SERVICE>_<LABEL>%`, upper case, letters
@@ -209,6 +293,43 @@ mod tests {
             personalization_tag("big-commerce", "Notes"),
             "%BIG_COMMERCE_NOTES%"
         );
+    }
+
+    #[test]
+    fn values_convert_to_the_stored_type_or_fail() {
+        let text = |s: &str| FieldValue::Text(s.into());
+        assert_eq!(
+            text(" 42 ").convert_to(CustomFieldType::Number),
+            Some(FieldValue::Number(42.0))
+        );
+        assert_eq!(text("forty").convert_to(CustomFieldType::Number), None);
+        assert_eq!(
+            text("2024-03-01")
+                .convert_to(CustomFieldType::Date)
+                .map(|v| v.to_text()),
+            Some("2024-03-01T00:00:00Z".into())
+        );
+        assert_eq!(
+            FieldValue::Number(1.5).convert_to(CustomFieldType::Date),
+            None
+        );
+        assert_eq!(
+            FieldValue::Number(7.0).convert_to(CustomFieldType::Text),
+            Some(text("7"))
+        );
+        assert_eq!(
+            FieldValue::List(vec!["a".into(), "b".into()]).convert_to(CustomFieldType::Text),
+            Some(text("a, b"))
+        );
+        assert_eq!(
+            FieldValue::List(vec!["a".into(), "b".into()]).convert_to(CustomFieldType::Number),
+            None
+        );
+        assert_eq!(
+            FieldValue::List(vec!["a".into()]).to_text(),
+            String::from("[\"a\"]")
+        );
+        assert!(text("  ").is_empty());
     }
 
     #[test]

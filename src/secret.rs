@@ -147,6 +147,10 @@ mod tests {
         let secret = Secret::new("hunter2");
         assert_eq!(format!("{secret:?} {secret}"), "**** ****");
         assert_eq!(secret.expose(), "hunter2");
+        let literal = SecretRef::Literal("hunter2".into());
+        assert_eq!(format!("{literal:?}"), "Literal(****)");
+        let env = SecretRef::Env("TOKEN".into());
+        assert_eq!(format!("{env:?}"), "Env(\"TOKEN\")");
     }
 
     #[test]

@@ -113,12 +113,17 @@ static REGISTRY: LazyLock<Handlebars<'static>> = LazyLock::new(|| {
     registry.register_escape_fn(escape_output);
     registry.unregister_helper("log");
     registry.unregister_helper("raw");
-    registry.register_helper("format_time", Box::new(FormatTime));
-    registry.register_helper("urlencode", Box::new(UrlEncode));
-    registry.register_helper("base64", Box::new(Base64));
-    registry.register_helper("default", Box::new(Default));
-    registry.register_helper("json", Box::new(Json));
-    registry.register_helper("join", Box::new(Join));
+    let ours: [(&str, HelperFn); 6] = [
+        ("format_time", format_time),
+        ("urlencode", urlencode),
+        ("base64", base64_helper),
+        ("default", default_helper),
+        ("json", json_helper),
+        ("join", join),
+    ];
+    for (name, function) in ours {
+        registry.register_helper(name, Box::new(FnHelper(function)));
+    }
     registry
 });
 
@@ -223,13 +228,17 @@ impl Template {
     pub fn compile(source: &str) -> Result<Template, TemplateError> {
         let parsed = handlebars::Template::compile(source).map_err(|error| {
             let (line, column) = error.pos().unzip();
+            let reason = error.reason().to_string();
+            // The parser's own text lists every grammar rule it expected; say less.
+            let message = if reason.starts_with("invalid handlebars syntax") {
+                "invalid template syntax (an unclosed `{{`, block or string?)".to_string()
+            } else {
+                format!("invalid template: {}", lowercase_first(&reason))
+            };
             TemplateError {
                 line,
                 column,
-                message: format!(
-                    "invalid template: {}",
-                    lowercase_first(&error.reason().to_string())
-                ),
+                message,
             }
         })?;
         let mut walk = Walk::default();
@@ -514,6 +523,25 @@ fn raw_path(path: &Path) -> String {
 // Helpers
 // ---------------------------------------------------------------------------------------
 
+/// A helper as a plain function of its arguments: every helper of ours computes a value
+/// (usable in subexpressions too) and never writes output itself.
+struct FnHelper(HelperFn);
+
+/// The shape of our helpers: arguments in, a JSON value out.
+type HelperFn = fn(&Helper<'_>) -> Result<Value, RenderError>;
+
+impl HelperDef for FnHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        (self.0)(h).map(ScopedJson::Derived)
+    }
+}
+
 fn param<'a>(
     h: &'a Helper<'_>,
     index: usize,
@@ -543,158 +571,98 @@ fn helper_error(message: String) -> RenderError {
 /// `{{format_time value "format" ["zone"]}}`: re-writes a timestamp (an RFC 3339 string,
 /// or unix seconds/milliseconds as a number) in another format; null stays null so that
 /// the entry is omitted.
-struct FormatTime;
-
-impl HelperDef for FormatTime {
-    fn call_inner<'reg: 'rc, 'rc>(
-        &self,
-        h: &Helper<'rc>,
-        _: &'reg Handlebars<'reg>,
-        _: &'rc Context,
-        _: &mut RenderContext<'reg, 'rc>,
-    ) -> Result<ScopedJson<'rc>, RenderError> {
-        let value = param(h, 0, "format_time")?;
-        let format = param(h, 1, "format_time")?;
-        let format = format
-            .as_str()
-            .ok_or_else(|| helper_error("format_time: the format must be a string".into()))?;
-        let format =
-            TimeFormat::parse(format).map_err(|e| helper_error(format!("format_time: {e}")))?;
-        let zone = match h.param(2) {
-            Some(zone) => parse_zone(&text_of(zone.value()))
-                .map_err(|e| helper_error(format!("format_time: {e}")))?,
-            None => FixedOffset::east_opt(0).expect("zero offset is valid"),
-        };
-        let instant = match value {
-            Value::Null => return Ok(ScopedJson::Derived(Value::Null)),
-            Value::String(s) if s.is_empty() => return Ok(ScopedJson::Derived(Value::Null)),
-            Value::Number(n) => {
-                let n = n.as_f64().unwrap_or(0.0);
-                // Values above 1e11 are milliseconds: 1e11 seconds is the year 5138.
-                let millis = if n.abs() >= 1e11 { n } else { n * 1000.0 };
-                Utc.timestamp_millis_opt(millis.round() as i64).single()
-            }
-            Value::String(s) => TimeFormat::Rfc3339.read(&Value::String(s.clone()), zone),
-            _ => None,
+fn format_time(h: &Helper<'_>) -> Result<Value, RenderError> {
+    let value = param(h, 0, "format_time")?;
+    let format = param(h, 1, "format_time")?;
+    let format = format
+        .as_str()
+        .ok_or_else(|| helper_error("format_time: the format must be a string".into()))?;
+    let format =
+        TimeFormat::parse(format).map_err(|e| helper_error(format!("format_time: {e}")))?;
+    let zone = match h.param(2) {
+        Some(zone) => parse_zone(&text_of(zone.value()))
+            .map_err(|e| helper_error(format!("format_time: {e}")))?,
+        None => FixedOffset::east_opt(0).expect("zero offset is valid"),
+    };
+    let instant = match value {
+        Value::Null => return Ok(Value::Null),
+        Value::String(s) if s.is_empty() => return Ok(Value::Null),
+        Value::Number(n) => {
+            let n = n.as_f64().unwrap_or(0.0);
+            // Values above 1e11 are milliseconds: 1e11 seconds is the year 5138.
+            let millis = if n.abs() >= 1e11 { n } else { n * 1000.0 };
+            Utc.timestamp_millis_opt(millis.round() as i64).single()
         }
-        .ok_or_else(|| {
-            helper_error(format!(
-                "format_time: `{}` is not a timestamp",
-                text_of(value)
-            ))
-        })?;
-        Ok(ScopedJson::Derived(format.format(instant, zone)))
+        Value::String(s) => TimeFormat::Rfc3339.read(&Value::String(s.clone()), zone),
+        _ => None,
     }
+    .ok_or_else(|| {
+        helper_error(format!(
+            "format_time: `{}` is not a timestamp",
+            text_of(value)
+        ))
+    })?;
+    Ok(format.format(instant, zone))
 }
 
 /// `{{urlencode value}}`: percent-encodes a value (for a query-language string that
 /// embeds a URL component, for example).
-struct UrlEncode;
-
-impl HelperDef for UrlEncode {
-    fn call_inner<'reg: 'rc, 'rc>(
-        &self,
-        h: &Helper<'rc>,
-        _: &'reg Handlebars<'reg>,
-        _: &'rc Context,
-        _: &mut RenderContext<'reg, 'rc>,
-    ) -> Result<ScopedJson<'rc>, RenderError> {
-        let value = param(h, 0, "urlencode")?;
-        if value.is_null() {
-            return Ok(ScopedJson::Derived(Value::Null));
-        }
-        Ok(ScopedJson::Derived(Value::String(
-            utf8_percent_encode(&text_of(value), COMPONENT).to_string(),
-        )))
+fn urlencode(h: &Helper<'_>) -> Result<Value, RenderError> {
+    let value = param(h, 0, "urlencode")?;
+    if value.is_null() {
+        return Ok(Value::Null);
     }
+    Ok(Value::String(
+        utf8_percent_encode(&text_of(value), COMPONENT).to_string(),
+    ))
 }
 
 /// `{{base64 a [b ...]}}`: standard base64 of the arguments joined by `:` (so
 /// `{{base64 credentials.user credentials.key}}` builds a basic-auth value).
-struct Base64;
-
-impl HelperDef for Base64 {
-    fn call_inner<'reg: 'rc, 'rc>(
-        &self,
-        h: &Helper<'rc>,
-        _: &'reg Handlebars<'reg>,
-        _: &'rc Context,
-        _: &mut RenderContext<'reg, 'rc>,
-    ) -> Result<ScopedJson<'rc>, RenderError> {
-        param(h, 0, "base64")?;
-        let mut parts = Vec::new();
-        for index in 0..h.params().len() {
-            parts.push(text_of(param(h, index, "base64")?));
-        }
-        let encoded = base64::engine::general_purpose::STANDARD.encode(parts.join(":"));
-        Ok(ScopedJson::Derived(Value::String(encoded)))
+fn base64_helper(h: &Helper<'_>) -> Result<Value, RenderError> {
+    param(h, 0, "base64")?;
+    let mut parts = Vec::new();
+    for index in 0..h.params().len() {
+        parts.push(text_of(param(h, index, "base64")?));
     }
+    let encoded = base64::engine::general_purpose::STANDARD.encode(parts.join(":"));
+    Ok(Value::String(encoded))
 }
 
 /// `{{default value fallback}}`: the value unless it is null or an empty string.
-struct Default;
-
-impl HelperDef for Default {
-    fn call_inner<'reg: 'rc, 'rc>(
-        &self,
-        h: &Helper<'rc>,
-        _: &'reg Handlebars<'reg>,
-        _: &'rc Context,
-        _: &mut RenderContext<'reg, 'rc>,
-    ) -> Result<ScopedJson<'rc>, RenderError> {
-        let value = param(h, 0, "default")?;
-        let fallback = param(h, 1, "default")?;
-        let empty = value.is_null() || value.as_str().is_some_and(str::is_empty);
-        Ok(ScopedJson::Derived(if empty {
-            fallback.clone()
-        } else {
-            value.clone()
-        }))
-    }
+fn default_helper(h: &Helper<'_>) -> Result<Value, RenderError> {
+    let value = param(h, 0, "default")?;
+    let fallback = param(h, 1, "default")?;
+    let empty = value.is_null() || value.as_str().is_some_and(str::is_empty);
+    Ok(if empty {
+        fallback.clone()
+    } else {
+        value.clone()
+    })
 }
 
 /// `{{json value}}`: the value's JSON text (for a whole-body template, or a list filter
 /// sent as a JSON array).
-struct Json;
-
-impl HelperDef for Json {
-    fn call_inner<'reg: 'rc, 'rc>(
-        &self,
-        h: &Helper<'rc>,
-        _: &'reg Handlebars<'reg>,
-        _: &'rc Context,
-        _: &mut RenderContext<'reg, 'rc>,
-    ) -> Result<ScopedJson<'rc>, RenderError> {
-        let value = param(h, 0, "json")?;
-        Ok(ScopedJson::Derived(Value::String(value.to_string())))
-    }
+fn json_helper(h: &Helper<'_>) -> Result<Value, RenderError> {
+    let value = param(h, 0, "json")?;
+    Ok(Value::String(value.to_string()))
 }
 
 /// `{{join list ","}}`: a list's items joined by a separator; null stays null.
-struct Join;
-
-impl HelperDef for Join {
-    fn call_inner<'reg: 'rc, 'rc>(
-        &self,
-        h: &Helper<'rc>,
-        _: &'reg Handlebars<'reg>,
-        _: &'rc Context,
-        _: &mut RenderContext<'reg, 'rc>,
-    ) -> Result<ScopedJson<'rc>, RenderError> {
-        let value = param(h, 0, "join")?;
-        let separator = text_of(param(h, 1, "join")?);
-        Ok(ScopedJson::Derived(match value {
-            Value::Null => Value::Null,
-            Value::Array(items) => Value::String(
-                items
-                    .iter()
-                    .map(text_of)
-                    .collect::<Vec<_>>()
-                    .join(&separator),
-            ),
-            other => Value::String(text_of(other)),
-        }))
-    }
+fn join(h: &Helper<'_>) -> Result<Value, RenderError> {
+    let value = param(h, 0, "join")?;
+    let separator = text_of(param(h, 1, "join")?);
+    Ok(match value {
+        Value::Null => Value::Null,
+        Value::Array(items) => Value::String(
+            items
+                .iter()
+                .map(text_of)
+                .collect::<Vec<_>>()
+                .join(&separator),
+        ),
+        other => Value::String(text_of(other)),
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -960,6 +928,23 @@ mod tests {
         assert_eq!(
             t.helpers(),
             vec!["default", "each", "format_time", "if", "unless"]
+        );
+    }
+
+    #[test]
+    fn else_if_chains_and_subexpressions_are_walked() {
+        let t = Template::compile(
+            "{{#if settings.a}}a{{else if settings.b}}b{{else}}{{json (default filters.c cursor)}}{{/if}}",
+        )
+        .unwrap();
+        assert_eq!(
+            t.variables(),
+            vec!["cursor", "filters.c", "settings.a", "settings.b"]
+        );
+        let error = Template::compile("{{#if x}}{{else if (shout y)}}{{/if}}").unwrap_err();
+        assert!(
+            error.message.starts_with("unknown helper `shout`"),
+            "{error}"
         );
     }
 

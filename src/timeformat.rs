@@ -125,6 +125,12 @@ impl TimeFormat {
                 if let Ok(dt) = DateTime::parse_from_rfc3339(text) {
                     return Some(dt.with_timezone(&Utc));
                 }
+                // Offsets without a colon (`+0000`: Salesforce, Nimble, Tactile).
+                for pattern in ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z"] {
+                    if let Ok(dt) = DateTime::parse_from_str(text, pattern) {
+                        return Some(dt.with_timezone(&Utc));
+                    }
+                }
                 let spaced = text.replacen(' ', "T", 1);
                 if let Ok(dt) = DateTime::parse_from_rfc3339(&spaced) {
                     return Some(dt.with_timezone(&Utc));
@@ -242,6 +248,10 @@ mod tests {
         );
         assert_eq!(
             TimeFormat::UnixMillis.read(&json!("1714550400000"), utc()),
+            Some(expected)
+        );
+        assert_eq!(
+            TimeFormat::Rfc3339.read(&json!("2024-05-01T10:00:00.000+0200"), utc()),
             Some(expected)
         );
         assert_eq!(TimeFormat::Rfc3339.read(&json!(""), utc()), None);

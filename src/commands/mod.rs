@@ -1,5 +1,8 @@
 //! One module per CLI subcommand. Each exposes `*Args` (clap) and an `execute` function
 //! returning the process exit code.
 
+pub mod contacts;
+pub mod fields;
+pub mod run;
 pub mod schema;
 pub mod validate;

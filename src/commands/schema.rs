@@ -13,10 +13,18 @@ pub struct SchemaArgs {
     /// Write the three files into this directory instead of printing them.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Print a Markdown reference of every key instead (the generated part of
+    /// docs/configuration.md).
+    #[arg(long, conflicts_with = "out")]
+    pub markdown: bool,
 }
 
 /// Runs `schema`. Printing gives one JSON object keyed by file name.
 pub fn execute(_cli: &crate::cli::Cli, args: &SchemaArgs) -> anyhow::Result<i32> {
+    if args.markdown {
+        print!("{}", schema::reference_markdown());
+        return Ok(0);
+    }
     let schemas = schema::all();
     match &args.out {
         Some(dir) => {

@@ -151,8 +151,21 @@ pub fn load(config_path: &Path, options: LoadOptions) -> LoadReport {
         &config_locator,
         &mut diagnostics,
     );
+    if options.resolve_credentials
+        && let Some(reference) = &daemon.encryption_key
+        && let Err(error) = crate::secret::resolve(reference)
+    {
+        diagnostics.push(Diagnostic::error(
+            shown_config.clone(),
+            config_locator.find("encryption_key"),
+            "encryption_key",
+            error.to_string(),
+        ));
+    }
 
+    let mut broken_connectors = std::collections::BTreeSet::new();
     let connectors = read_dir::<ConnectorSpec>(
+        &mut broken_connectors,
         &root,
         &daemon.connectors_dir,
         "connectors_dir",
@@ -161,6 +174,7 @@ pub fn load(config_path: &Path, options: LoadOptions) -> LoadReport {
         &mut diagnostics,
     );
     let importers = read_dir::<ImporterSpec>(
+        &mut std::collections::BTreeSet::new(),
         &root,
         &daemon.importers_dir,
         "importers_dir",
@@ -169,7 +183,14 @@ pub fn load(config_path: &Path, options: LoadOptions) -> LoadReport {
         &mut diagnostics,
     );
 
-    let plan = validate::build_plan(daemon, connectors, importers, options, &mut diagnostics);
+    let plan = validate::build_plan(
+        daemon,
+        connectors,
+        importers,
+        &broken_connectors,
+        options,
+        &mut diagnostics,
+    );
     diagnostic::sort(&mut diagnostics);
     let plan = if diagnostic::has_errors(&diagnostics) {
         None
@@ -279,12 +300,15 @@ fn daemon_config(
         .listen
         .clone()
         .unwrap_or_else(|| defaults::LISTEN.to_string());
-    if listen.parse::<std::net::SocketAddr>().is_err() {
+    let port_ok = listen
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !port_ok {
         diagnostics.push(Diagnostic::error(
             shown,
             locator.find("listen"),
             "listen",
-            format!("`{listen}` is not an address:port such as 127.0.0.1:9477"),
+            format!("`{listen}` is not host:port such as 127.0.0.1:9477"),
         ));
     }
     DaemonConfig {
@@ -338,7 +362,10 @@ fn store_url(url: &str, root: &Path) -> Result<String, String> {
     })
 }
 
+/// Reads every `*.yaml`/`*.yml` of `dir`; ids of files that exist but do not parse go
+/// to `broken` (so that other files naming them do not report a missing id too).
 fn read_dir<T: DeserializeOwned>(
+    broken: &mut std::collections::BTreeSet<String>,
     root: &Path,
     dir: &Path,
     key: &str,
@@ -383,6 +410,7 @@ fn read_dir<T: DeserializeOwned>(
             .and_then(|s| s.to_str())
             .unwrap_or("")
             .to_string();
+        broken.insert(id.clone());
         if let Some(other) = seen.get(&id) {
             diagnostics.push(Diagnostic::error(
                 shown,
@@ -413,12 +441,15 @@ fn read_dir<T: DeserializeOwned>(
             continue;
         }
         match parse_yaml::<T>(&text, &shown) {
-            Ok(spec) => files.push(SourceFile {
-                id,
-                path,
-                shown,
-                locator: Locator::new(&text),
-                spec,
+            Ok(spec) => files.push({
+                broken.remove(&id);
+                SourceFile {
+                    id,
+                    path,
+                    shown,
+                    locator: Locator::new(&text),
+                    spec,
+                }
             }),
             Err(mut ds) => diagnostics.append(&mut ds),
         }
@@ -452,7 +483,10 @@ pub fn parse_yaml<T: DeserializeOwned>(text: &str, shown: &Path) -> Result<T, Ve
 fn check_spec_version(text: &str, shown: &Path) -> Option<Diagnostic> {
     let value: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
     let version = value.as_mapping()?.get("spec_version")?;
-    if version.as_u64() == Some(u64::from(crate::config::spec::CONNECTOR_SPEC_VERSION)) {
+    // Not a number: serde's own message ("invalid type") says it better.
+    if !version.is_number()
+        || version.as_u64() == Some(u64::from(crate::config::spec::CONNECTOR_SPEC_VERSION))
+    {
         return None;
     }
     let written = serde_yaml::to_string(version)
@@ -475,7 +509,13 @@ fn yaml_diagnostic(text: &str, shown: &Path, path: &str, error: &serde_yaml::Err
     if let Some(index) = message.find(" at line ") {
         message.truncate(index);
     }
-    let path = if path == "." { "" } else { path };
+    // `?` marks a place serde could not name (a YAML syntax error): keep the named part.
+    let syntax = path == "?";
+    let path = match path.find('?') {
+        Some(at) => path[..at].trim_end_matches('.'),
+        None if path == "." => "",
+        None => path,
+    };
     // serde_yaml's own path may be shorter than serde_path_to_error's (it stops at the
     // block a streaming deserializer took over): strip the longest matching prefix.
     let mut ancestor = path;
@@ -488,6 +528,13 @@ fn yaml_diagnostic(text: &str, shown: &Path, path: &str, error: &serde_yaml::Err
     }
     let mut key = path.to_string();
     let mut position = error.location().map(|l| (l.line(), l.column()));
+    // Errors raised by a type's own `Deserialize` (a duration, a reference) come back
+    // from serde_yaml at 1:1 or at the enclosing block; the key itself is better.
+    if let Some(at_key) = Locator::new(text).exact(&key)
+        && position.is_none_or(|p| p < at_key)
+    {
+        position = Some(at_key);
+    }
     // Unknown and missing fields belong to the field, not to the block around it.
     for prefix in ["unknown field `", "missing field `"] {
         if let Some(rest) = message.strip_prefix(prefix)
@@ -511,6 +558,9 @@ fn yaml_diagnostic(text: &str, shown: &Path, path: &str, error: &serde_yaml::Err
     }
     if position.is_none() {
         position = Locator::new(text).find(&key);
+    }
+    if syntax {
+        message = format!("invalid YAML: {message}");
     }
     Diagnostic::error(shown, position, key, message)
 }

@@ -84,7 +84,7 @@ pub enum LogFormat {
 
 /// Where a secret comes from. Secrets are never written in these files: they are named
 /// here and read at run time.
-#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq, Eq, Hash)]
+#[derive(Clone, Serialize, JsonSchema, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum SecretRef {
     /// An environment variable of the daemon process.
@@ -97,6 +97,19 @@ pub enum SecretRef {
     /// A value written in clear in this file. Only for non-secret values or local
     /// experiments: importers live in git, so prefer the other forms.
     Literal(String),
+}
+
+/// Names the reference; a literal's value is never printed, so that a plan or an importer
+/// can be logged with `{:?}`.
+impl std::fmt::Debug for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretRef::Env(name) => f.debug_tuple("Env").field(name).finish(),
+            SecretRef::File(path) => f.debug_tuple("File").field(path).finish(),
+            SecretRef::Credential(name) => f.debug_tuple("Credential").field(name).finish(),
+            SecretRef::Literal(_) => f.write_str("Literal(****)"),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -223,7 +236,8 @@ pub enum AuthSpec {
         #[serde(default)]
         rotates_refresh_token: bool,
     },
-    /// A login request whose response yields a session token, then sent as `apply` says.
+    /// A login request whose response yields a session token (`token.session`), then sent
+    /// on every request as `headers` and `query` say.
     Session {
         /// The login request.
         login: RequestSpec,
@@ -498,8 +512,8 @@ pub struct FieldsSpec {
 pub struct TimestampSpec {
     /// JSONPath(s) to the value.
     pub path: PathList,
-    /// `rfc3339` (default), `rfc2822`, `unix_seconds`, `unix_millis`, or a chrono
-    /// `strftime` format such as `%Y-%m-%d %H:%M:%S`.
+    /// `rfc3339` (default), `rfc2822`, `http_date`, `unix_seconds`, `unix_millis`, `date`,
+    /// or a chrono `strftime` format such as `%Y-%m-%d %H:%M:%S`.
     #[serde(default)]
     pub format: Option<String>,
     /// Zone assumed when the value has none: `UTC` (default) or an offset like `+02:00`.

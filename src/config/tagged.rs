@@ -22,11 +22,12 @@ use crate::config::spec::{
 };
 use crate::duration::IsoDuration;
 
-/// Reads the tag's value and refuses unknown variants while the deserializer still
-/// points at it, so the error carries the tag's key path and position.
-struct TagSeed(&'static [&'static str]);
+/// Reads a variant name (a tag's value, or the key of a single-key block) and refuses
+/// unknown ones while the deserializer still points at it, so the error carries that
+/// key path and position.
+struct VariantSeed(&'static [&'static str]);
 
-impl<'de> DeserializeSeed<'de> for TagSeed {
+impl<'de> DeserializeSeed<'de> for VariantSeed {
     type Value = String;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<String, D::Error> {
@@ -70,7 +71,7 @@ macro_rules! type_tagged {
                             }
                             None => return Err(de::Error::missing_field($tag)),
                         }
-                        let kind = map.next_value_seed(TagSeed(VARIANTS))?;
+                        let kind = map.next_value_seed(VariantSeed(VARIANTS))?;
                         let rest = de::value::MapAccessDeserializer::new(map);
                         match kind.as_str() {
                             $($name => <$body>::deserialize(rest).map(Into::into),)+
@@ -262,7 +263,7 @@ fn single_key<'de, A, T>(
 where
     A: MapAccess<'de>,
 {
-    let Some(name) = map.next_key_seed(KeySeed(names))? else {
+    let Some(name) = map.next_key_seed(VariantSeed(names))? else {
         return Err(de::Error::custom(format!(
             "an empty mapping is not a {what}; give one of {}",
             names.join(", ")
@@ -278,22 +279,6 @@ where
     Ok(value)
 }
 
-/// Reads a key and refuses one outside `names`.
-struct KeySeed(&'static [&'static str]);
-
-impl<'de> DeserializeSeed<'de> for KeySeed {
-    type Value = String;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<String, D::Error> {
-        let value = String::deserialize(deserializer)?;
-        if self.0.contains(&value.as_str()) {
-            Ok(value)
-        } else {
-            Err(de::Error::unknown_variant(&value, self.0))
-        }
-    }
-}
-
 impl<'de> Deserialize<'de> for SecretRef {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         const NAMES: &[&str] = &["env", "file", "credential", "literal"];
@@ -307,7 +292,7 @@ impl<'de> Deserialize<'de> for SecretRef {
 
             fn visit_str<E: de::Error>(self, _: &str) -> Result<SecretRef, E> {
                 Err(E::custom(
-                    "a credential is given by reference ({env: NAME}, {file: PATH} or \
+                    "a secret is given by reference ({env: NAME}, {file: PATH} or \
                      {credential: NAME}); a value written in this file must be marked \
                      {literal: VALUE}",
                 ))
@@ -410,7 +395,7 @@ mod tests {
         let text = "connector: x\nlist: l\ncredentials:\n  api_key: abc123\n";
         assert_eq!(
             error_of::<ImporterSpec>(text),
-            "f.yaml:4:12: credentials.api_key: a credential is given by reference ({env: NAME}, {file: PATH} or {credential: NAME}); a value written in this file must be marked {literal: VALUE}"
+            "f.yaml:4:12: credentials.api_key: a secret is given by reference ({env: NAME}, {file: PATH} or {credential: NAME}); a value written in this file must be marked {literal: VALUE}"
         );
         let ok = parse_yaml::<ImporterSpec>(
             "connector: x\nlist: l\ncredentials:\n  a: {env: A}\n  b: {literal: x}\n",

@@ -93,6 +93,38 @@ fn list(names: impl IntoIterator<Item = impl AsRef<str>>) -> String {
     }
 }
 
+/// `; did you mean 'x'?` when one candidate is a small typo away from `name`, else empty.
+fn suggest<'c>(name: &str, candidates: impl IntoIterator<Item = &'c str>) -> String {
+    let limit = (name.chars().count() / 4).max(1);
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(name, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, c)| format!("; did you mean '{c}'?"))
+        .unwrap_or_default()
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let current = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                previous
+            } else {
+                1 + previous.min(row[j]).min(current)
+            };
+            previous = current;
+        }
+    }
+    row[b.len()]
+}
+
 /// What a connector's templates read, for the checks that need an importer.
 #[derive(Debug, Default, Clone)]
 struct Uses {
@@ -139,8 +171,9 @@ impl ContextRules<'_> {
                 };
                 if !self.spec.settings.contains_key(*name) {
                     return Err(format!(
-                        "setting '{name}' is not declared under `settings` (declared: {})",
-                        list(self.spec.settings.keys())
+                        "setting '{name}' is not declared under `settings` (declared: {}){}",
+                        list(self.spec.settings.keys()),
+                        suggest(name, self.spec.settings.keys().map(String::as_str))
                     ));
                 }
                 Ok(())
@@ -151,8 +184,9 @@ impl ContextRules<'_> {
                 };
                 match self.spec.filters.get(*name) {
                     None => Err(format!(
-                        "filter '{name}' is not declared under `filters` (declared: {})",
-                        list(self.server_filters())
+                        "filter '{name}' is not declared under `filters` (declared: {}){}",
+                        list(self.server_filters()),
+                        suggest(name, self.server_filters().into_iter().map(String::as_str))
                     )),
                     Some(f) if !matches!(f.apply, FilterApply::Server {}) => Err(format!(
                         "filter '{name}' is applied client-side; templates see only server-side filters"
@@ -186,7 +220,23 @@ impl ContextRules<'_> {
                     Ok(())
                 }
             }
-            _ => Err(format!("unknown variable `{variable}` ({known})")),
+            root => {
+                let roots = [
+                    "credentials",
+                    "settings",
+                    "filters",
+                    "token",
+                    "keyset",
+                    "since",
+                    "page",
+                    "offset",
+                    "cursor",
+                    "page_size",
+                    "now",
+                ];
+                let hint = suggest(root, roots);
+                Err(format!("unknown variable `{variable}` ({known}){hint}"))
+            }
         }
     }
 
@@ -207,6 +257,9 @@ struct TemplateCx<'a, 'b> {
     uses: Uses,
     /// The auth scheme whose templates are being compiled, if any.
     scheme: Option<String>,
+    /// Templates that did not compile: checks on what templates use are skipped then,
+    /// since the variables of a broken template are unknown.
+    broken_templates: usize,
 }
 
 impl TemplateCx<'_, '_> {
@@ -218,6 +271,7 @@ impl TemplateCx<'_, '_> {
             }
             Err(error) => {
                 self.file.error(key, error.to_string());
+                self.broken_templates += 1;
                 None
             }
         }
@@ -367,6 +421,7 @@ fn compile_connector(
         },
         uses: Uses::default(),
         scheme: None,
+        broken_templates: 0,
     };
 
     let service = spec.service.clone().unwrap_or_else(|| file.id.clone());
@@ -458,6 +513,16 @@ fn compile_connector(
             .error("contacts.max_results_per_query", "must be at least 1");
     }
     let pagination = compile_pagination(&mut cx, &contacts.pagination);
+    if contacts.max_results_per_query.is_some()
+        && !cx.uses.common.contains("keyset.updated")
+        && !cx.uses.common.contains("keyset.id")
+        && cx.broken_templates == 0
+    {
+        cx.file.error(
+            "contacts.max_results_per_query",
+            "restarting a query needs `{{keyset.updated}}` or `{{keyset.id}}` in contacts.request",
+        );
+    }
 
     // Fields.
     let f = &contacts.fields;
@@ -572,7 +637,7 @@ fn compile_connector(
                     TimeFormat::Rfc3339
                 }
             };
-            if !request_vars.contains("since") {
+            if !request_vars.contains("since") && cx.broken_templates == 0 {
                 cx.file.error(
                     "sync",
                     "an incremental connector must send `{{since}}` somewhere in contacts.request \
@@ -657,6 +722,39 @@ fn compile_connector(
         );
     }
 
+    // Declared but never read: a server-side filter would silently filter nothing, a
+    // setting would be asked of importers for no effect.
+    if cx.broken_templates == 0 {
+        let used: BTreeSet<&String> = cx
+            .uses
+            .common
+            .iter()
+            .chain(cx.uses.per_scheme.values().flatten())
+            .collect();
+        let reads = |root: &str, name: &str| {
+            let exact = format!("{root}.{name}");
+            let nested = format!("{exact}.");
+            used.iter().any(|v| **v == exact || v.starts_with(&nested))
+        };
+        for (name, filter) in &spec.filters {
+            if matches!(filter.apply, FilterApply::Server {}) && !reads("filters", name) {
+                cx.file.error(
+                    &format!("filters.{name}"),
+                    format!(
+                        "server-side filter '{name}' is used by no template, so it would filter nothing; send `{{{{filters.{name}}}}}` in contacts.request"
+                    ),
+                );
+            }
+        }
+        for name in spec.settings.keys() {
+            if !reads("settings", name) {
+                cx.file.warning(
+                    &format!("settings.{name}"),
+                    format!("setting '{name}' is used by no template"),
+                );
+            }
+        }
+    }
     let errors = cx.file.errors;
     let uses = cx.uses;
     if errors > 0 {
@@ -857,7 +955,7 @@ fn compile_pagination(cx: &mut TemplateCx, spec: &PaginationSpec) -> Option<Pagi
     let vars = cx.uses.common.clone();
     let uses = |name: &str| vars.contains(name);
     let needs_var = |cx: &mut TemplateCx, style: &str, var: &str| {
-        if !uses(var) {
+        if !uses(var) && cx.broken_templates == 0 {
             cx.file.error(
                 key,
                 format!("pagination `{style}` needs `{{{{{var}}}}}` in contacts.request (query, headers or body)"),
@@ -904,7 +1002,7 @@ fn compile_pagination(cx: &mut TemplateCx, spec: &PaginationSpec) -> Option<Pagi
             common: compile_common(cx, key, "link_header", common, true)?,
         },
         PaginationSpec::Keyset { common } => {
-            if !uses("keyset.updated") && !uses("keyset.id") {
+            if !uses("keyset.updated") && !uses("keyset.id") && cx.broken_templates == 0 {
                 cx.file.error(
                     key,
                     "pagination `keyset` needs `{{keyset.updated}}` or `{{keyset.id}}` in contacts.request",
@@ -1041,9 +1139,10 @@ fn compile_importer(
         cx.error(
             "connector",
             format!(
-                "no connector '{}' in the connectors directory (known: {})",
+                "no connector '{}' in the connectors directory (known: {}){}",
                 spec.connector,
-                list(connectors.keys())
+                list(connectors.keys()),
+                suggest(&spec.connector, connectors.keys().map(String::as_str))
             ),
         );
         return None;
@@ -1066,8 +1165,9 @@ fn compile_importer(
             cx.error(
                 "auth",
                 format!(
-                    "connector '{cid}' has no auth scheme '{name}' (known: {})",
-                    list(&schemes)
+                    "connector '{cid}' has no auth scheme '{name}' (known: {}){}",
+                    list(&schemes),
+                    suggest(name, schemes.iter().map(|s| s.as_str()))
                 ),
             );
             None
@@ -1087,6 +1187,7 @@ fn compile_importer(
     };
 
     // Credentials.
+    let auth_ok = cx.errors == 0;
     let needed = uses.credentials_for(auth_scheme.as_deref());
     for name in &needed {
         if !spec.credentials.contains_key(name) {
@@ -1104,7 +1205,8 @@ fn compile_importer(
     }
     for (name, reference) in &spec.credentials {
         let key = format!("credentials.{name}");
-        if !needed.contains(name) {
+        // A connector with errors has no record of what it uses: say nothing then.
+        if connector.is_some() && auth_ok && !needed.contains(name) {
             cx.warning(
                 &key,
                 format!(
@@ -1127,8 +1229,9 @@ fn compile_importer(
             cx.error(
                 &format!("settings.{name}"),
                 format!(
-                    "connector '{cid}' has no setting '{name}' (known: {})",
-                    list(cspec.settings.keys())
+                    "connector '{cid}' has no setting '{name}' (known: {}){}",
+                    list(cspec.settings.keys()),
+                    suggest(name, cspec.settings.keys().map(String::as_str))
                 ),
             );
         } else if value.is_null() {
@@ -1164,8 +1267,9 @@ fn compile_importer(
             cx.error(
                 &key,
                 format!(
-                    "connector '{cid}' has no filter '{name}' (known: {})",
-                    list(cspec.filters.keys())
+                    "connector '{cid}' has no filter '{name}' (known: {}){}",
+                    list(cspec.filters.keys()),
+                    suggest(name, cspec.filters.keys().map(String::as_str))
                 ),
             );
             continue;
@@ -1270,6 +1374,7 @@ pub fn build_plan(
     daemon: DaemonConfig,
     connector_files: Vec<SourceFile<ConnectorSpec>>,
     importer_files: Vec<SourceFile<ImporterSpec>>,
+    broken_connectors: &BTreeSet<String>,
     options: LoadOptions,
     out: &mut Vec<Diagnostic>,
 ) -> Option<Plan> {
@@ -1288,6 +1393,10 @@ pub fn build_plan(
 
     let mut importers = BTreeMap::new();
     for file in &importer_files {
+        // A connector file that did not parse has its own diagnostics already.
+        if broken_connectors.contains(&file.spec.connector) {
+            continue;
+        }
         if let Some(importer) = compile_importer(file, &compiled, options, out) {
             importers.insert(importer.id.clone(), Arc::new(importer));
         }
@@ -1308,12 +1417,34 @@ pub fn build_plan(
 /// Two connectors of one service share custom fields by tag: a tag that two different
 /// labels give is an error (the same label in both is sharing, and fine).
 fn check_service_tags(files: &[SourceFile<ConnectorSpec>], out: &mut Vec<Diagnostic>) {
-    let mut seen: BTreeMap<(String, String), (String, &Path, usize)> = BTreeMap::new();
+    type Seen<'f> = BTreeMap<(String, String), (String, &'f Path, CustomFieldType)>;
+    let mut seen: Seen = BTreeMap::new();
     for file in files {
         let service = file.spec.service.clone().unwrap_or_else(|| file.id.clone());
         for (index, cf) in file.spec.contacts.custom_fields.iter().enumerate() {
             let tag = personalization_tag(&service, &cf.label);
+            let field_type = cf.field_type.unwrap_or(CustomFieldType::Text);
             match seen.get(&(service.clone(), tag.clone())) {
+                Some((label, other, other_type))
+                    if *label == cf.label
+                        && *other_type != field_type
+                        && *other != file.shown.as_path() =>
+                {
+                    // One field in the store: the first connector to run would fix its
+                    // type and the other's values would be converted or fail.
+                    let key = format!("contacts.custom_fields[{index}].type");
+                    out.push(Diagnostic::warning(
+                        &file.shown,
+                        file.locator.find(&key),
+                        key,
+                        format!(
+                            "custom field '{label}' is `{}` here but `{}` in {} (same service '{service}', one field {tag})",
+                            type_label(field_type),
+                            type_label(*other_type),
+                            other.display()
+                        ),
+                    ));
+                }
                 Some((label, other, _)) if *label != cf.label && *other != file.shown.as_path() => {
                     let key = format!("contacts.custom_fields[{index}].label");
                     out.push(Diagnostic::error(
@@ -1331,7 +1462,7 @@ fn check_service_tags(files: &[SourceFile<ConnectorSpec>], out: &mut Vec<Diagnos
                 None => {
                     seen.insert(
                         (service.clone(), tag),
-                        (cf.label.clone(), file.shown.as_path(), index),
+                        (cf.label.clone(), file.shown.as_path(), field_type),
                     );
                 }
             }
@@ -1339,12 +1470,25 @@ fn check_service_tags(files: &[SourceFile<ConnectorSpec>], out: &mut Vec<Diagnos
     }
 }
 
-/// Two importers with the same connector, account (credentials and settings), filters
-/// and list make two data streams into one list: a warning on the later file.
+fn type_label(field_type: CustomFieldType) -> &'static str {
+    match field_type {
+        CustomFieldType::Text => "text",
+        CustomFieldType::Number => "number",
+        CustomFieldType::Date => "date",
+        CustomFieldType::List => "list",
+    }
+}
+
+/// Two enabled importers with the same connector, account (credentials and settings),
+/// filters and list make two data streams into one list: a warning on the later file.
 fn check_duplicate_streams(files: &[SourceFile<ImporterSpec>], out: &mut Vec<Diagnostic>) {
     let mut seen: BTreeMap<String, &SourceFile<ImporterSpec>> = BTreeMap::new();
     for file in files {
         let s = &file.spec;
+        // A disabled copy is a deliberate spare, not a second stream.
+        if s.enabled == Some(false) {
+            continue;
+        }
         let key = serde_json::json!({
             "connector": s.connector,
             "auth": s.auth,
@@ -1371,44 +1515,21 @@ fn check_duplicate_streams(files: &[SourceFile<ImporterSpec>], out: &mut Vec<Dia
     }
 }
 
-/// The documented template context, for `docs` and messages.
-pub fn context_summary() -> Vec<(&'static str, &'static str)> {
-    vec![
-        (
-            "credentials.NAME",
-            "a credential the importer supplies (resolved at run time)",
-        ),
-        (
-            "settings.NAME",
-            "a setting the connector declares (importer value or default)",
-        ),
-        (
-            "filters.NAME",
-            "a server-side filter's value (null when the importer gives none)",
-        ),
-        (
-            "token.NAME",
-            "a value of the OAuth2 token response or `token.session` of a session login",
-        ),
-        (
-            "since",
-            "the watermark minus lookback in `sync.since_format`; null on a first run",
-        ),
-        ("page", "the page number (page_number pagination)"),
-        ("offset", "the offset (offset pagination)"),
-        (
-            "cursor",
-            "the cursor read from the last response; null on the first page",
-        ),
-        ("page_size", "the page size asked for"),
-        (
-            "keyset.updated",
-            "update time (RFC 3339) of the last committed record; null at first",
-        ),
-        (
-            "keyset.id",
-            "external id of the last committed record; null at first",
-        ),
-        ("now", "the time the pass started, RFC 3339 in UTC"),
-    ]
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_only_for_small_typos() {
+        assert_eq!(
+            suggest("stag", ["stage", "owner_id"]),
+            "; did you mean 'stage'?"
+        );
+        assert_eq!(
+            suggest("credential", ["credentials", "settings"]),
+            "; did you mean 'credentials'?"
+        );
+        assert_eq!(suggest("region", ["company"]), "");
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
 }

@@ -5,16 +5,34 @@
 //! (never re-activating an unsubscribed or bounced contact, never erasing a value with an
 //! empty one) so that every caller gets them. It knows nothing about HTTP or specs.
 //!
-//! DRAFT INTERFACE: the store issue (#3) owns and may refine it; the engine codes
-//! against it.
+//! Layout: [`crypto`] (token encryption and key files), [`lease`] (run-lease owner
+//! identity), [`page`] (backend-independent planning of one page write: de-duplication,
+//! the membership and empty-value rules, change detection), [`migrate`] (embedded
+//! schema migrations), and the two backends [`sqlite`] and [`postgres`]. Each backend
+//! only reads what a page needs, hands it to [`page::plan_page`], and writes the plan
+//! set-based, so the rules live in one place and both backends agree.
+//!
+//! The store must never hold a secret in clear text, never erase a stored value with an
+//! empty one, and never make a bounced or unsubscribed contact active.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Checkpoint, CustomFieldDef, FieldBinding, PageOutcome, PageWrite};
+use crate::model::{
+    Checkpoint, CustomFieldDef, CustomFieldType, FieldBinding, PageOutcome, PageWrite,
+};
+
+pub mod crypto;
+pub mod lease;
+pub(crate) mod migrate;
+pub mod page;
+pub mod postgres;
+pub mod sqlite;
 
 /// Errors of the store, mapped to meaning at the boundary.
 #[derive(Debug, thiserror::Error)]
@@ -193,4 +211,560 @@ pub trait Store: Send + Sync {
 
     /// Saves a token for `key`, encrypted with the configured key.
     async fn save_token(&self, key: &str, value: &str) -> StoreResult<()>;
+
+    // --- Additions (store issue #3); all additive to the draft above. ---
+
+    /// Which backend this is, for messages and tests.
+    fn backend(&self) -> Backend;
+
+    /// How many SQL statements this store has sent since it was opened (transaction
+    /// control included). Tests use it to prove a page costs a fixed number of
+    /// statements, whatever its size.
+    fn statements_executed(&self) -> u64;
+
+    /// Forgets a kept token (credentials replaced, importer removed).
+    async fn delete_token(&self, key: &str) -> StoreResult<()>;
+
+    /// Records when the importer should run next (shown by status, used after restart).
+    async fn set_next_run(&self, importer: &str, at: Option<DateTime<Utc>>) -> StoreResult<()>;
+
+    /// Sets or clears the "needs new credentials" flag; a person must act when it is set.
+    async fn set_needs_new_credentials(&self, importer: &str, needed: bool) -> StoreResult<()>;
+
+    /// Every importer the store has state for, by id.
+    async fn importer_states(&self) -> StoreResult<Vec<ImporterState>>;
+
+    /// Every custom field, by tag.
+    async fn fields(&self) -> StoreResult<Vec<CustomField>>;
+
+    /// Creates a field as a person would (origin: person, unlocked). `Refused` when the tag
+    /// exists or is not a well-formed `%TAG%`.
+    async fn create_field(
+        &self,
+        label: &str,
+        tag: &str,
+        field_type: CustomFieldType,
+    ) -> StoreResult<CustomField>;
+
+    /// Changes a field's label and/or tag. Changing the tag of a locked field (one an
+    /// import uses) is `Refused`; its label can always change.
+    async fn update_field(&self, tag: &str, change: &FieldChange) -> StoreResult<CustomField>;
+
+    /// Contacts with their memberships, custom values (with the importer and run that
+    /// wrote each) and sources, ordered by email.
+    async fn contacts(&self, filter: &ContactFilter) -> StoreResult<Vec<ContactView>>;
+
+    /// Unsubscribes a contact from one list (by name) or from everything, as a person
+    /// would. Returns the contact as it is afterwards.
+    async fn unsubscribe(&self, email: &str, scope: UnsubscribeScope) -> StoreResult<ContactView>;
+
+    /// Marks a contact bounced everywhere, as the mail system would.
+    async fn bounce(&self, email: &str) -> StoreResult<ContactView>;
+
+    /// Change events with an id greater than `after`, oldest first: the feed for anything
+    /// downstream (autoresponders, webhooks), which must not fire for `notify = false`.
+    async fn change_events(&self, after: i64, limit: u32) -> StoreResult<Vec<ChangeEvent>>;
+
+    /// Deletes change events and finished run history older than `now - retention`. The
+    /// store also calls this itself from `finish_run`, at most once an hour, so a daemon
+    /// left alone does not grow without bound; `now` is a parameter so tests need no clock.
+    async fn prune(&self, now: DateTime<Utc>) -> StoreResult<PruneCounts>;
+}
+
+/// The two backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// An SQLite file (the embedded default).
+    Sqlite,
+    /// A PostgreSQL database.
+    Postgres,
+}
+
+/// Where the token-encryption key comes from.
+#[derive(Clone)]
+pub enum KeySource {
+    /// Key material (any length of at least 16 bytes; a 32-byte key is derived from it),
+    /// as read from the daemon config's `encryption_key` secret reference.
+    Bytes(Vec<u8>),
+    /// A file holding the key material (created with 32 random bytes, owner-only, if
+    /// missing).
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::Bytes(_) => f.write_str("Bytes(****)"),
+            KeySource::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
+}
+
+/// How to open a store, beyond its URL.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Token-encryption key. `None`: for SQLite a key file `<store>.key` is generated
+    /// beside the store (owner-only); for PostgreSQL, saving or loading a token is
+    /// refused with a message naming `encryption_key`.
+    pub encryption_key: Option<KeySource>,
+    /// Identity written into leases this store takes (`host:pid`, a random part is added
+    /// per lease). Default: this host and process; tests set another to play a second
+    /// process or a dead one.
+    pub lease_holder: lease::LeaseHolder,
+    /// How long change events and run history are kept. Default: 90 days (`P90D`).
+    pub retention: Duration,
+    /// Largest number of pooled connections. Default: 4 (SQLite), 8 (PostgreSQL).
+    pub max_connections: Option<u32>,
+    /// Whether this process keeps tokens. The CLI's contact and field commands never do:
+    /// with `false` no key is read or generated, and token calls are refused.
+    pub keep_tokens: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            encryption_key: None,
+            lease_holder: lease::LeaseHolder::current(),
+            retention: DEFAULT_RETENTION,
+            max_connections: None,
+            keep_tokens: true,
+        }
+    }
+}
+
+/// `P90D`.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// Opens the store a URL names, creating and migrating it as needed: `sqlite://PATH`
+/// (also `sqlite:PATH`; relative paths are relative to the working directory, so callers
+/// resolve them against the config file first) or `postgres://...` /
+/// `postgresql://...`.
+///
+/// # Errors
+/// `TooNew` when the store was migrated by a newer tributary; `Other` for an unknown
+/// scheme, an unreadable key, or a file that cannot be created.
+pub async fn open(url: &str, options: StoreOptions) -> StoreResult<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        let store = sqlite::SqliteStore::open(url, options).await?;
+        Ok(Arc::new(store))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        postgres::PostgresStore::open(url, options).await
+    } else {
+        let scheme = url.split(':').next().unwrap_or_default();
+        Err(StoreError::Other(format!(
+            "unsupported store url scheme `{scheme}`: use `sqlite://PATH` or `postgres://...`"
+        )))
+    }
+}
+
+/// Who made a custom field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldOrigin {
+    /// A person (`tributary fields create` or the product's UI).
+    Person,
+    /// An import created it for its connector.
+    Import,
+}
+
+impl FieldOrigin {
+    /// The stored word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FieldOrigin::Person => "person",
+            FieldOrigin::Import => "import",
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> StoreResult<Self> {
+        match text {
+            "person" => Ok(FieldOrigin::Person),
+            "import" => Ok(FieldOrigin::Import),
+            other => Err(StoreError::Other(format!("unknown field origin `{other}`"))),
+        }
+    }
+}
+
+/// A custom field as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomField {
+    /// Store id.
+    pub id: i64,
+    /// `%TAG%`.
+    pub tag: String,
+    /// Label shown to people.
+    pub label: String,
+    /// Type values are stored as.
+    pub field_type: CustomFieldType,
+    /// Who made it.
+    pub origin: FieldOrigin,
+    /// Owning service, for fields an import created.
+    pub service: Option<String>,
+    /// Set once an import uses the field: its tag can no longer change.
+    pub locked: bool,
+}
+
+/// A change to a field asked by a person.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldChange {
+    /// New label.
+    pub label: Option<String>,
+    /// New tag (refused on a locked field).
+    pub tag: Option<String>,
+}
+
+/// Which contacts `contacts` returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContactFilter {
+    /// Only members (active or unsubscribed) of the list with this name.
+    pub list: Option<String>,
+    /// Only the contact with this email (normalized by the store).
+    pub email: Option<String>,
+    /// At most this many (default: all).
+    pub limit: Option<u32>,
+}
+
+/// Contact-level status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContactStatus {
+    /// May receive mail on lists it is active in.
+    Normal,
+    /// Mail bounced: never made active anywhere by an import.
+    Bounced,
+    /// Unsubscribed from everything: never made active anywhere by an import.
+    Unsubscribed,
+}
+
+impl ContactStatus {
+    /// The stored word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContactStatus::Normal => "normal",
+            ContactStatus::Bounced => "bounced",
+            ContactStatus::Unsubscribed => "unsubscribed",
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> StoreResult<Self> {
+        match text {
+            "normal" => Ok(ContactStatus::Normal),
+            "bounced" => Ok(ContactStatus::Bounced),
+            "unsubscribed" => Ok(ContactStatus::Unsubscribed),
+            other => Err(StoreError::Other(format!(
+                "unknown contact status `{other}`"
+            ))),
+        }
+    }
+}
+
+/// Status of one list membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MembershipStatus {
+    /// Receives the list's mail.
+    Active,
+    /// Left the list; an import never makes it active again.
+    Unsubscribed,
+}
+
+impl MembershipStatus {
+    /// The stored word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MembershipStatus::Active => "active",
+            MembershipStatus::Unsubscribed => "unsubscribed",
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> StoreResult<Self> {
+        match text {
+            "active" => Ok(MembershipStatus::Active),
+            "unsubscribed" => Ok(MembershipStatus::Unsubscribed),
+            other => Err(StoreError::Other(format!(
+                "unknown membership status `{other}`"
+            ))),
+        }
+    }
+}
+
+/// One list membership of a contact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipView {
+    /// List name.
+    pub list: String,
+    /// Status.
+    pub status: MembershipStatus,
+    /// When the contact joined (as active), if it ever did.
+    pub subscribed_at: Option<DateTime<Utc>>,
+    /// When it was unsubscribed, if it was.
+    pub unsubscribed_at: Option<DateTime<Utc>>,
+}
+
+/// One custom value of a contact, with who wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldValueView {
+    /// Field tag.
+    pub tag: String,
+    /// Field label.
+    pub label: String,
+    /// The value as text (numbers as written, dates RFC 3339, lists as a JSON array).
+    pub value: String,
+    /// Importer that last wrote it (`None`: a person).
+    pub importer: Option<String>,
+    /// Run that last wrote it.
+    pub run_id: Option<i64>,
+    /// When it was written.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Which importer brought a contact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceView {
+    /// Importer id.
+    pub importer: String,
+    /// Id at the service.
+    pub external_id: Option<String>,
+    /// Hash of the record as last imported.
+    pub content_hash: String,
+    /// Last time a changed record was written from this source.
+    pub last_written_at: DateTime<Utc>,
+    /// When the service reported the record deleted (the contact itself is kept).
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// A contact with everything `tributary contacts` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactView {
+    /// Store id.
+    pub id: i64,
+    /// Normalized email.
+    pub email: String,
+    /// First name.
+    pub first_name: Option<String>,
+    /// Last name.
+    pub last_name: Option<String>,
+    /// Phone.
+    pub phone: Option<String>,
+    /// Organization.
+    pub organization: Option<String>,
+    /// Contact-level status.
+    pub status: ContactStatus,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+    /// List memberships.
+    pub lists: Vec<MembershipView>,
+    /// Custom values.
+    pub fields: Vec<FieldValueView>,
+    /// Sources.
+    pub sources: Vec<SourceView>,
+}
+
+/// What `unsubscribe` applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnsubscribeScope {
+    /// One list, by name.
+    List(String),
+    /// Everything (contact-level status).
+    All,
+}
+
+/// Who caused a change event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeOrigin {
+    /// An import run.
+    Import,
+    /// A person (CLI).
+    Person,
+}
+
+impl ChangeOrigin {
+    /// The stored word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeOrigin::Import => "import",
+            ChangeOrigin::Person => "person",
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> StoreResult<Self> {
+        match text {
+            "import" => Ok(ChangeOrigin::Import),
+            "person" => Ok(ChangeOrigin::Person),
+            other => Err(StoreError::Other(format!(
+                "unknown change origin `{other}`"
+            ))),
+        }
+    }
+}
+
+/// What a change event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// A contact was created.
+    ContactCreated,
+    /// A contact's stored values or status changed.
+    ContactChanged,
+    /// A list membership was added or changed status.
+    MembershipChanged,
+}
+
+impl ChangeKind {
+    /// The stored word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::ContactCreated => "contact_created",
+            ChangeKind::ContactChanged => "contact_changed",
+            ChangeKind::MembershipChanged => "membership_changed",
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> StoreResult<Self> {
+        match text {
+            "contact_created" => Ok(ChangeKind::ContactCreated),
+            "contact_changed" => Ok(ChangeKind::ContactChanged),
+            "membership_changed" => Ok(ChangeKind::MembershipChanged),
+            other => Err(StoreError::Other(format!("unknown change kind `{other}`"))),
+        }
+    }
+}
+
+/// One change event: the contract for anything downstream, which must not notify anyone
+/// when `notify` is false (every import change).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    /// Increasing id (a feed position).
+    pub id: i64,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// What.
+    pub kind: ChangeKind,
+    /// The contact.
+    pub contact_id: i64,
+    /// The contact's email at the time.
+    pub email: String,
+    /// The list, for membership changes.
+    pub list_id: Option<i64>,
+    /// Who.
+    pub origin: ChangeOrigin,
+    /// Whether downstream may notify anyone (always false for imports).
+    pub notify: bool,
+    /// Importer, for import changes.
+    pub importer: Option<String>,
+    /// Run, for import changes.
+    pub run_id: Option<i64>,
+    /// Changed fields: `{"first_name": {"old": null, "new": "Ada"}, "%TAG%": {...}}`
+    /// (standard fields by name, custom fields by tag; `status` for status changes).
+    pub changes: serde_json::Value,
+}
+
+/// What `prune` deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneCounts {
+    /// Change events deleted.
+    pub change_events: u64,
+    /// Runs deleted.
+    pub runs: u64,
+}
+
+/// A std duration as a chrono one, capped at a century so that adding it to now never
+/// overflows.
+pub(crate) fn chrono_duration(duration: Duration) -> chrono::Duration {
+    let century = chrono::Duration::days(36_500);
+    chrono::Duration::from_std(duration)
+        .unwrap_or(century)
+        .min(century)
+}
+
+/// The stored word of a field type.
+pub fn field_type_str(field_type: CustomFieldType) -> &'static str {
+    match field_type {
+        CustomFieldType::Text => "text",
+        CustomFieldType::Number => "number",
+        CustomFieldType::Date => "date",
+        CustomFieldType::List => "list",
+    }
+}
+
+pub(crate) fn field_type_from_str(text: &str) -> StoreResult<CustomFieldType> {
+    match text {
+        "text" => Ok(CustomFieldType::Text),
+        "number" => Ok(CustomFieldType::Number),
+        "date" => Ok(CustomFieldType::Date),
+        "list" => Ok(CustomFieldType::List),
+        other => Err(StoreError::Other(format!("unknown field type `{other}`"))),
+    }
+}
+
+pub(crate) fn run_outcome_str(outcome: RunOutcome) -> &'static str {
+    match outcome {
+        RunOutcome::Completed => "completed",
+        RunOutcome::Partial => "partial",
+        RunOutcome::Failed => "failed",
+        RunOutcome::Cancelled => "cancelled",
+    }
+}
+
+pub(crate) fn run_outcome_from_str(text: &str) -> StoreResult<RunOutcome> {
+    match text {
+        "completed" => Ok(RunOutcome::Completed),
+        "partial" => Ok(RunOutcome::Partial),
+        "failed" => Ok(RunOutcome::Failed),
+        "cancelled" => Ok(RunOutcome::Cancelled),
+        other => Err(StoreError::Other(format!("unknown run outcome `{other}`"))),
+    }
+}
+
+/// The importer's phase as stored for people reading the database: `idle` between
+/// passes, else the kind of pass in progress.
+pub(crate) fn phase_of(checkpoint: &Checkpoint) -> &'static str {
+    match (&checkpoint.position, checkpoint.full_refresh) {
+        (None, _) => "idle",
+        (Some(_), true) => "full_refresh",
+        (Some(_), false) => "incremental",
+    }
+}
+
+/// Checks that a tag a person gives is well formed: `%BODY%`, the body upper-case letters
+/// and digits of any script separated by single `_`, as [`crate::model::personalization_tag`]
+/// makes them.
+pub fn validate_tag(tag: &str) -> Result<(), String> {
+    let body = tag
+        .strip_prefix('%')
+        .and_then(|rest| rest.strip_suffix('%'))
+        .filter(|body| !body.is_empty())
+        .ok_or_else(|| format!("tag `{tag}` must look like `%SERVICE_LABEL%`"))?;
+    let well_formed = body.split('_').all(|part| {
+        !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_alphanumeric() && !c.is_lowercase())
+    });
+    if well_formed {
+        Ok(())
+    } else {
+        Err(format!(
+            "tag `{tag}` may hold only upper-case letters and digits separated by single `_` between its `%`"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_validated_like_generated_ones() {
+        assert!(validate_tag("%BATCHBOOK_COMPANY_HQ%").is_ok());
+        assert!(validate_tag("%PIPEDRIVE_GRÖSSE%").is_ok());
+        assert!(validate_tag(&crate::model::personalization_tag("x", "Größe (cm)")).is_ok());
+        for bad in ["BATCHBOOK", "%%", "%lower%", "%A__B%", "%_A%", "%A B%"] {
+            assert!(validate_tag(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -1,0 +1,497 @@
+//! From a page body to contacts: the records JSONPath, then each field by the JSONPaths
+//! the plan parsed at load time, with the value rules of the spec language.
+//!
+//! Owns record-level decisions: which value wins (the first non-empty match across a path
+//! list), how names, timestamps and custom values are read, when a record is skipped (no
+//! or invalid email) or a removal (the deleted predicate), and each contact's content
+//! hash. Never parses a JSONPath per record, never touches the network or the store, and
+//! never puts a credential in what it reports.
+
+use chrono::{DateTime, FixedOffset, Utc};
+use serde_json::Value;
+
+use crate::engine::paginate::Keyset;
+use crate::jsonpath::JsonPath;
+use crate::model::{
+    ContactRecord, CustomFieldType, CustomValue, FieldBinding, FieldValue, SubscriptionMeaning,
+    normalize_email,
+};
+use crate::plan::{Connector, CustomField, TimeFormat};
+use crate::template::context_time;
+
+/// Why a record was not imported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    /// No email at any of the email paths.
+    NoEmail,
+    /// An email that is not a plausible address (the value, shortened).
+    InvalidEmail(String),
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SkipReason::NoEmail => f.write_str("no email"),
+            SkipReason::InvalidEmail(value) => write!(f, "invalid email `{value}`"),
+        }
+    }
+}
+
+/// What one record became.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mapped {
+    /// A contact to write, with the number of custom values that failed to parse.
+    Contact(ContactRecord, u64),
+    /// A record the service marks deleted (its external id, if it has one).
+    Deleted(Option<String>),
+    /// A record skipped.
+    Skipped(SkipReason),
+}
+
+/// One record's mapping plus what pagination and the watermark need from it, whatever
+/// became of the record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordOut {
+    /// What the record became.
+    pub mapped: Mapped,
+    /// The record's update time, if it has one that parses.
+    pub updated_at: Option<DateTime<Utc>>,
+    /// The record's external id (for skip samples).
+    pub external_id: Option<String>,
+}
+
+/// Why a page could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageShapeError {
+    /// The records path matched nothing and its container does not exist either.
+    NoRecordsPath,
+}
+
+/// Maps records of one connector, with the store's field bindings.
+#[derive(Debug)]
+pub struct Extractor<'a> {
+    connector: &'a Connector,
+    bindings: &'a [FieldBinding],
+    container: Option<JsonPath>,
+    utc: FixedOffset,
+}
+
+impl<'a> Extractor<'a> {
+    /// `bindings` are the store's answer to the connector's custom fields, in order.
+    pub fn new(connector: &'a Connector, bindings: &'a [FieldBinding]) -> Self {
+        Self {
+            connector,
+            bindings,
+            container: container_path(connector.records.as_str())
+                .and_then(|p| JsonPath::parse(&p).ok()),
+            utc: FixedOffset::east_opt(0).expect("zero offset is valid"),
+        }
+    }
+
+    /// The records of a page. A path that matches nothing is an empty page when the
+    /// container it would select from exists (`{"data": []}`, `{"data": null}`), and an
+    /// error otherwise (an error document, a changed API). A path that selects one array
+    /// (`$.data` instead of `$.data[*]`) yields the array's elements.
+    pub fn records<'v>(&self, body: &'v Value) -> Result<Vec<&'v Value>, PageShapeError> {
+        let found = self.connector.records.query(body);
+        if let [Value::Array(items)] = found.as_slice() {
+            return Ok(items.iter().collect());
+        }
+        if !found.is_empty() {
+            return Ok(found);
+        }
+        let container_exists = match &self.container {
+            Some(path) => !path.query(body).is_empty(),
+            None => false,
+        };
+        if container_exists {
+            Ok(Vec::new())
+        } else {
+            Err(PageShapeError::NoRecordsPath)
+        }
+    }
+
+    /// The keyset of a record: its update time and id as the service wrote them.
+    pub fn keyset(&self, record: &Value) -> Option<Keyset> {
+        let fields = &self.connector.fields;
+        let updated = fields
+            .updated_at
+            .as_ref()
+            .and_then(|t| first(&t.paths, record))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let id = first(&fields.external_id, record)
+            .cloned()
+            .unwrap_or(Value::Null);
+        (!updated.is_null() || !id.is_null()).then_some(Keyset { updated, id })
+    }
+
+    /// Maps one record.
+    pub fn map(&self, record: &Value) -> RecordOut {
+        let fields = &self.connector.fields;
+        let updated_at = fields
+            .updated_at
+            .as_ref()
+            .and_then(|t| first(&t.paths, record).and_then(|v| read_time(v, &t.format, t.zone)));
+        let external_id = text(&fields.external_id, record);
+        if let Some(deleted) = &self.connector.deleted {
+            let hit = deleted.matches(record);
+            if hit {
+                return RecordOut {
+                    mapped: Mapped::Deleted(external_id.clone()),
+                    updated_at,
+                    external_id,
+                };
+            }
+        }
+        let email = match first(&fields.email, record) {
+            None => Err(SkipReason::NoEmail),
+            Some(value) => match scalar_text(value) {
+                None => Err(SkipReason::NoEmail),
+                Some(raw) => normalize_email(&raw).ok_or_else(|| {
+                    SkipReason::InvalidEmail(raw.chars().take(64).collect::<String>())
+                }),
+            },
+        };
+        let email = match email {
+            Ok(email) => email,
+            Err(reason) => {
+                return RecordOut {
+                    mapped: Mapped::Skipped(reason),
+                    updated_at,
+                    external_id,
+                };
+            }
+        };
+
+        let mut first_name = text(&fields.first_name, record);
+        let mut last_name = text(&fields.last_name, record);
+        if first_name.is_none()
+            && last_name.is_none()
+            && let Some(full) = text(&fields.full_name, record)
+        {
+            (first_name, last_name) = split_full_name(&full);
+        }
+
+        let mut failures = 0;
+        let mut custom_values = Vec::new();
+        for (index, field) in self.connector.custom_fields.iter().enumerate() {
+            let stored = self
+                .bindings
+                .get(index)
+                .map(|b| b.stored_type)
+                .unwrap_or(field.def.field_type);
+            match custom_value(field, record, self.utc).and_then(|v| match v {
+                Some(v) => convert(v, stored),
+                None => Ok(None),
+            }) {
+                Ok(Some(value)) => custom_values.push(CustomValue {
+                    field: index,
+                    value,
+                }),
+                Ok(None) => {}
+                Err(()) => failures += 1,
+            }
+        }
+
+        let service_status = self.connector.subscription.as_ref().and_then(|s| {
+            s.path
+                .query(record)
+                .into_iter()
+                .find_map(scalar_text)
+                .and_then(|v| s.map.get(&v).copied())
+        });
+
+        let mut contact = ContactRecord {
+            email,
+            first_name,
+            last_name,
+            phone: text(&fields.phone, record),
+            organization: text(&fields.organization, record),
+            external_id: external_id.clone(),
+            updated_at,
+            custom_values,
+            service_status,
+            content_hash: String::new(),
+        };
+        contact.content_hash = content_hash(&contact);
+        RecordOut {
+            mapped: Mapped::Contact(contact, failures),
+            updated_at,
+            external_id,
+        }
+    }
+}
+
+/// `$.a.b[*]` -> `$.a.b`, `$.a.*` -> `$.a`, `$[*]` -> `$`: the container whose presence
+/// tells an empty page from a path that matches nothing.
+fn container_path(records: &str) -> Option<String> {
+    let trimmed = records.trim();
+    for suffix in ["[*]", ".*"] {
+        if let Some(stripped) = trimmed.strip_suffix(suffix) {
+            return Some(stripped.to_string());
+        }
+    }
+    None
+}
+
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::String(s) => s.trim().is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
+}
+
+/// The first non-empty match across a path list.
+fn first<'v>(paths: &[JsonPath], record: &'v Value) -> Option<&'v Value> {
+    paths
+        .iter()
+        .find_map(|p| p.query(record).into_iter().find(|v| !is_empty(v)))
+}
+
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => {
+            let t = s.trim();
+            (!t.is_empty()).then(|| t.to_string())
+        }
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn text(paths: &[JsonPath], record: &Value) -> Option<String> {
+    paths.iter().find_map(|p| {
+        p.query(record)
+            .into_iter()
+            .filter(|v| !is_empty(v))
+            .find_map(scalar_text)
+    })
+}
+
+/// "Ada King Lovelace" -> ("Ada", "King Lovelace"); one word is a first name.
+pub fn split_full_name(full: &str) -> (Option<String>, Option<String>) {
+    let full = full.trim();
+    match full.split_once(char::is_whitespace) {
+        Some((first, rest)) => {
+            let rest = rest.trim();
+            (
+                Some(first.to_string()),
+                (!rest.is_empty()).then(|| rest.to_string()),
+            )
+        }
+        None if full.is_empty() => (None, None),
+        None => (Some(full.to_string()), None),
+    }
+}
+
+/// A custom value as the connector types it. `Ok(None)`: no value (never erases a stored
+/// one); `Err`: a value that does not parse as the type.
+fn custom_value(
+    field: &CustomField,
+    record: &Value,
+    utc: FixedOffset,
+) -> Result<Option<FieldValue>, ()> {
+    if field.def.field_type == CustomFieldType::List {
+        // Every match of the first path that has any: `$.tags[*].name` gives several.
+        let Some(matches) = field
+            .paths
+            .iter()
+            .map(|p| p.query(record))
+            .find(|m| m.iter().any(|v| !is_empty(v)))
+        else {
+            return Ok(None);
+        };
+        let mut items = Vec::new();
+        for value in matches {
+            match value {
+                Value::Array(array) => items.extend(array.iter().filter_map(scalar_text)),
+                Value::String(s) => match &field.delimiter {
+                    Some(d) => items.extend(
+                        s.split(d.as_str())
+                            .map(str::trim)
+                            .filter(|p| !p.is_empty())
+                            .map(str::to_string),
+                    ),
+                    None => items.extend(scalar_text(value)),
+                },
+                other => items.extend(scalar_text(other)),
+            }
+        }
+        return Ok((!items.is_empty()).then_some(FieldValue::List(items)));
+    }
+    let Some(value) = first(&field.paths, record) else {
+        return Ok(None);
+    };
+    match field.def.field_type {
+        CustomFieldType::Text => Ok(Some(FieldValue::Text(match value {
+            Value::Array(items) => items
+                .iter()
+                .filter_map(scalar_text)
+                .collect::<Vec<_>>()
+                .join(", "),
+            Value::Object(_) => value.to_string(),
+            other => scalar_text(other).unwrap_or_default(),
+        }))),
+        CustomFieldType::Number => match value {
+            Value::Number(n) => n.as_f64().map(|f| Some(FieldValue::Number(f))).ok_or(()),
+            Value::String(s) => s
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .map(|f| Some(FieldValue::Number(f)))
+                .ok_or(()),
+            _ => Err(()),
+        },
+        CustomFieldType::Date => read_time(value, &field.format, utc)
+            .map(|t| Some(FieldValue::Date(t)))
+            .ok_or(()),
+        CustomFieldType::List => unreachable!("lists are handled above"),
+    }
+}
+
+/// Reads a timestamp in the connector's format. RFC 3339 also takes the near miss
+/// Salesforce and Nimble send, an offset without a colon (`+0000`).
+fn read_time(value: &Value, format: &TimeFormat, zone: FixedOffset) -> Option<DateTime<Utc>> {
+    format.read(value, zone).or_else(|| match format {
+        TimeFormat::Rfc3339 => {
+            let text = value.as_str()?.trim();
+            ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z"]
+                .iter()
+                .find_map(|p| DateTime::parse_from_str(text, p).ok())
+                .map(|t| t.with_timezone(&Utc))
+        }
+        _ => None,
+    })
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    match context_time(t) {
+        Value::String(s) => s,
+        other => other.to_string(),
+    }
+}
+
+fn number_text(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{}", n as i64)
+    } else {
+        n.to_string()
+    }
+}
+
+/// A value converted to the type the store keeps the field as (a person may have made the
+/// field first with another type). `Err` when it cannot be.
+fn convert(value: FieldValue, stored: CustomFieldType) -> Result<Option<FieldValue>, ()> {
+    let out = match (value, stored) {
+        (v @ FieldValue::Text(_), CustomFieldType::Text)
+        | (v @ FieldValue::Number(_), CustomFieldType::Number)
+        | (v @ FieldValue::Date(_), CustomFieldType::Date)
+        | (v @ FieldValue::List(_), CustomFieldType::List) => v,
+        (FieldValue::Number(n), CustomFieldType::Text) => FieldValue::Text(number_text(n)),
+        (FieldValue::Date(t), CustomFieldType::Text) => FieldValue::Text(rfc3339(t)),
+        (FieldValue::List(items), CustomFieldType::Text) => FieldValue::Text(items.join(", ")),
+        (FieldValue::Text(s), CustomFieldType::Number) => {
+            FieldValue::Number(s.trim().parse::<f64>().map_err(|_| ())?)
+        }
+        (FieldValue::Text(s), CustomFieldType::Date) => FieldValue::Date(
+            read_time(
+                &Value::String(s),
+                &TimeFormat::Rfc3339,
+                FixedOffset::east_opt(0).ok_or(())?,
+            )
+            .ok_or(())?,
+        ),
+        (FieldValue::Text(s), CustomFieldType::List) => FieldValue::List(vec![s]),
+        (FieldValue::Number(n), CustomFieldType::List) => FieldValue::List(vec![number_text(n)]),
+        (FieldValue::Date(t), CustomFieldType::List) => FieldValue::List(vec![rfc3339(t)]),
+        (FieldValue::List(_), _) | (FieldValue::Number(_), _) | (FieldValue::Date(_), _) => {
+            return Err(());
+        }
+    };
+    Ok(Some(out))
+}
+
+/// blake3 over every stored value, each length-prefixed so that no two contacts share an
+/// encoding.
+pub fn content_hash(contact: &ContactRecord) -> String {
+    let mut hasher = blake3::Hasher::new();
+    let mut put = |tag: u8, value: Option<&str>| {
+        hasher.update(&[tag]);
+        match value {
+            Some(v) => {
+                hasher.update(&(v.len() as u64).to_le_bytes());
+                hasher.update(v.as_bytes());
+            }
+            None => {
+                hasher.update(&u64::MAX.to_le_bytes());
+            }
+        }
+    };
+    put(1, Some(&contact.email));
+    put(2, contact.first_name.as_deref());
+    put(3, contact.last_name.as_deref());
+    put(4, contact.phone.as_deref());
+    put(5, contact.organization.as_deref());
+    put(6, contact.external_id.as_deref());
+    let updated = contact.updated_at.map(|t| t.timestamp_millis().to_string());
+    put(7, updated.as_deref());
+    let status = contact.service_status.map(|s| match s {
+        SubscriptionMeaning::Unsubscribed => "unsubscribed",
+        SubscriptionMeaning::Bounced => "bounced",
+    });
+    put(8, status);
+    for value in &contact.custom_values {
+        let encoded = serde_json::to_string(&value.value).unwrap_or_default();
+        put(9, Some(&value.field.to_string()));
+        put(10, Some(&encoded));
+    }
+    hasher.finalize().to_hex().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_names_split_at_the_first_space() {
+        assert_eq!(
+            split_full_name(" Ada King Lovelace "),
+            (Some("Ada".into()), Some("King Lovelace".into()))
+        );
+        assert_eq!(split_full_name("Cher"), (Some("Cher".into()), None));
+        assert_eq!(split_full_name("  "), (None, None));
+    }
+
+    #[test]
+    fn containers_are_derived_from_record_paths() {
+        assert_eq!(container_path("$.data[*]").as_deref(), Some("$.data"));
+        assert_eq!(container_path("$[*]").as_deref(), Some("$"));
+        assert_eq!(container_path("$.results.*").as_deref(), Some("$.results"));
+        assert_eq!(container_path("$.data"), None);
+    }
+
+    #[test]
+    fn values_convert_to_the_stored_type_or_fail() {
+        use CustomFieldType as T;
+        assert_eq!(
+            convert(FieldValue::Number(3.0), T::Text),
+            Ok(Some(FieldValue::Text("3".into())))
+        );
+        assert_eq!(
+            convert(FieldValue::List(vec!["a".into(), "b".into()]), T::Text),
+            Ok(Some(FieldValue::Text("a, b".into())))
+        );
+        assert_eq!(
+            convert(FieldValue::Text(" 2.5 ".into()), T::Number),
+            Ok(Some(FieldValue::Number(2.5)))
+        );
+        assert_eq!(convert(FieldValue::Text("x".into()), T::Number), Err(()));
+        assert_eq!(convert(FieldValue::List(vec![]), T::Number), Err(()));
+    }
+}

@@ -1,0 +1,471 @@
+//! The pagination state machine: given the connector's style and what the last page
+//! said, decide whether the pass goes on and what the next request carries.
+//!
+//! Owns the pass position (what `model::Checkpoint::position` holds), the stop rules and
+//! the loop guards. Never sends a request, never reads records: the run hands it what a
+//! page said (status, body, `Link` header, record count, the last record's keyset) and
+//! asks for the template variables or the URL of the next request.
+//!
+//! Rules, in order: a 204/304 or empty body ends the pass; any stop rule that fires ends
+//! it (a stop rule wins over a has-more flag that still says true); `max_pages` ends it
+//! with a warning; a style with no next token or URL ends it; a token or URL seen before
+//! in this run fails the run (the service is looping, and finishing the pass would move
+//! the watermark past records never read).
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::engine::redact::SecretSet;
+use crate::plan::{PageCommon, Pagination};
+
+pub use crate::config::spec::StopRule;
+
+/// Where a pass stands: what the next request carries and what the pass has read so far.
+/// Saved (as JSON) with every page; a next URL is kept with its secrets replaced by
+/// placeholders.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PassPosition {
+    /// Pages read in this pass.
+    pub pages: u64,
+    /// Records read in this pass.
+    pub records: u64,
+    /// Records read since the query last (re)started (`max_results_per_query`).
+    #[serde(default)]
+    pub query_records: u64,
+    /// Next page number (page-number style).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<u64>,
+    /// Next offset (offset style).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// Next cursor (cursor style).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// Next URL to follow (next-URL and `Link` styles), secrets as placeholders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Keyset of the last record read (keyset style, and query restarts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyset: Option<Keyset>,
+}
+
+/// The update time and id of a record, as the service wrote them, for re-querying from it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Keyset {
+    /// The record's update time, raw.
+    pub updated: Value,
+    /// The record's id, raw.
+    pub id: Value,
+}
+
+/// What one page said, as far as pagination cares.
+#[derive(Debug)]
+pub struct PageSeen<'a> {
+    /// HTTP status.
+    pub status: u16,
+    /// Parsed body; `None` for an empty body (a 204/304 end).
+    pub body: Option<&'a Value>,
+    /// `Link` header values, if any.
+    pub link: Option<&'a str>,
+    /// The URL the page was requested from (relative next URLs resolve against it).
+    pub url: &'a str,
+    /// Records on the page.
+    pub records: usize,
+    /// Keyset of the page's last record.
+    pub last_keyset: Option<Keyset>,
+}
+
+/// Why a pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassEnd {
+    /// The style has one page only.
+    SinglePage,
+    /// The service answered 204/304 or an empty body.
+    EmptyBody,
+    /// A stop rule fired.
+    Rule(StopRule),
+    /// No next token or URL, and no stop rule said so.
+    NoNext,
+    /// The page holds no records (page-number, offset and keyset styles cannot go on).
+    EmptyPage,
+    /// `max_pages` reached.
+    MaxPages,
+}
+
+/// What to do after a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Fetch the next page.
+    Continue,
+    /// The pass is complete.
+    Done(PassEnd),
+}
+
+/// Pagination that cannot go on safely.
+#[derive(Debug, thiserror::Error)]
+pub enum PaginateError {
+    /// The service sent a token or URL already followed in this run.
+    #[error("pagination loop: the service sent the same {what} twice (`{value}`)")]
+    Loop {
+        /// `cursor`, `next URL`, `keyset`, `offset`.
+        what: &'static str,
+        /// The repeated value, secrets masked.
+        value: String,
+    },
+    /// A next URL that is not a URL.
+    #[error("next URL `{0}` is not a valid URL")]
+    BadUrl(String),
+}
+
+/// The state machine of one pass.
+#[derive(Debug)]
+pub struct Paginator<'a> {
+    style: &'a Pagination,
+    page_size: u32,
+    max_results_per_query: Option<u64>,
+    pos: PassPosition,
+    seen: HashSet<blake3::Hash>,
+}
+
+impl<'a> Paginator<'a> {
+    /// Starts a pass, or resumes one from a saved position.
+    pub fn new(
+        style: &'a Pagination,
+        page_size: u32,
+        max_results_per_query: Option<u64>,
+        resume: Option<PassPosition>,
+    ) -> Self {
+        let pos = resume.unwrap_or_else(|| PassPosition {
+            page: match style {
+                Pagination::PageNumber { start, .. } => Some(*start),
+                _ => None,
+            },
+            offset: match style {
+                Pagination::Offset { start, .. } => Some(*start),
+                _ => None,
+            },
+            ..PassPosition::default()
+        });
+        Self {
+            style,
+            page_size,
+            max_results_per_query,
+            pos,
+            seen: HashSet::new(),
+        }
+    }
+
+    /// The position to save: what the next request of this pass carries.
+    pub fn position(&self) -> &PassPosition {
+        &self.pos
+    }
+
+    /// Template variables of the next request: `page`, `offset`, `cursor`, `keyset.*`.
+    /// Always all of them (null when unused), so strict templates never miss one.
+    pub fn variables(&self) -> Map<String, Value> {
+        let mut vars = Map::new();
+        vars.insert("page".into(), json!(self.pos.page));
+        vars.insert("offset".into(), json!(self.pos.offset.unwrap_or(0)));
+        vars.insert("cursor".into(), json!(self.pos.cursor));
+        let keyset = match &self.pos.keyset {
+            Some(k) => json!({"updated": k.updated, "id": k.id}),
+            None => json!({"updated": null, "id": null}),
+        };
+        vars.insert("keyset".into(), keyset);
+        vars
+    }
+
+    /// The URL to follow instead of rendering the request (next-URL and `Link` styles
+    /// after the first page), with secrets filled in again.
+    pub fn follow_url(&self, secrets: &SecretSet) -> Result<Option<String>, String> {
+        self.pos.url.as_deref().map(|u| secrets.fill(u)).transpose()
+    }
+
+    fn common(&self) -> Option<&'a PageCommon> {
+        self.style.common()
+    }
+
+    /// Takes in a page and moves the position to the next request.
+    pub fn advance(
+        &mut self,
+        page: &PageSeen<'_>,
+        secrets: &SecretSet,
+    ) -> Result<Step, PaginateError> {
+        self.pos.pages += 1;
+        self.pos.records += page.records as u64;
+        self.pos.query_records += page.records as u64;
+        let Some(body) = page.body else {
+            return Ok(Step::Done(PassEnd::EmptyBody));
+        };
+        if matches!(page.status, 204 | 304) {
+            return Ok(Step::Done(PassEnd::EmptyBody));
+        }
+        let Some(common) = self.common() else {
+            return Ok(Step::Done(PassEnd::SinglePage));
+        };
+
+        // The token the style offers for the next request, if any.
+        let token: Option<String> = match self.style {
+            Pagination::Cursor { cursor, .. } => cursor.query(body).into_iter().find_map(scalar),
+            Pagination::NextUrl { next_url, .. } => {
+                next_url.query(body).into_iter().find_map(scalar)
+            }
+            Pagination::LinkHeader { .. } => page.link.and_then(link_next),
+            _ => None,
+        };
+        let token_style = matches!(
+            self.style,
+            Pagination::Cursor { .. } | Pagination::NextUrl { .. } | Pagination::LinkHeader { .. }
+        );
+
+        if let Some(rule) = self.fired_rule(common, body, page, token.is_none() && token_style) {
+            return Ok(Step::Done(PassEnd::Rule(rule)));
+        }
+        if page.records == 0
+            && matches!(
+                self.style,
+                Pagination::PageNumber { .. }
+                    | Pagination::Offset { .. }
+                    | Pagination::Keyset { .. }
+            )
+        {
+            return Ok(Step::Done(PassEnd::EmptyPage));
+        }
+        if self.pos.pages >= common.max_pages {
+            tracing::warn!(
+                pages = self.pos.pages,
+                max_pages = common.max_pages,
+                "Pass stopped at the max_pages loop guard."
+            );
+            return Ok(Step::Done(PassEnd::MaxPages));
+        }
+
+        // A query capped at N results restarts by keyset from its last record (HubSpot
+        // search stops at 10,000).
+        if let Some(max) = self.max_results_per_query
+            && self.pos.query_records >= max
+            && let Some(keyset) = page.last_keyset.clone()
+        {
+            self.guard("keyset", &keyset_text(&keyset), secrets)?;
+            self.pos.keyset = Some(keyset);
+            self.pos.cursor = None;
+            self.pos.url = None;
+            self.pos.query_records = 0;
+            return Ok(Step::Continue);
+        }
+
+        match self.style {
+            Pagination::None => Ok(Step::Done(PassEnd::SinglePage)),
+            Pagination::PageNumber { .. } => {
+                self.pos.page = Some(self.pos.page.unwrap_or(0) + 1);
+                Ok(Step::Continue)
+            }
+            Pagination::Offset { .. } => {
+                self.pos.offset = Some(self.pos.offset.unwrap_or(0) + page.records as u64);
+                Ok(Step::Continue)
+            }
+            Pagination::Cursor { .. } => {
+                let Some(cursor) = token else {
+                    return Ok(Step::Done(PassEnd::NoNext));
+                };
+                self.guard("cursor", &cursor, secrets)?;
+                self.pos.cursor = Some(cursor);
+                Ok(Step::Continue)
+            }
+            Pagination::NextUrl { .. } | Pagination::LinkHeader { .. } => {
+                let Some(next) = token else {
+                    return Ok(Step::Done(PassEnd::NoNext));
+                };
+                let base = url::Url::parse(page.url)
+                    .map_err(|_| PaginateError::BadUrl(secrets.redact(page.url)))?;
+                let absolute = base
+                    .join(&next)
+                    .map_err(|_| PaginateError::BadUrl(secrets.redact(&next)))?;
+                let absolute = absolute.to_string();
+                self.guard("next URL", &absolute, secrets)?;
+                self.pos.url = Some(secrets.to_placeholders(&absolute));
+                Ok(Step::Continue)
+            }
+            Pagination::Keyset { .. } => {
+                let Some(keyset) = page.last_keyset.clone() else {
+                    return Ok(Step::Done(PassEnd::NoNext));
+                };
+                self.guard("keyset", &keyset_text(&keyset), secrets)?;
+                self.pos.keyset = Some(keyset);
+                Ok(Step::Continue)
+            }
+        }
+    }
+
+    fn fired_rule(
+        &self,
+        common: &PageCommon,
+        body: &Value,
+        page: &PageSeen<'_>,
+        token_missing: bool,
+    ) -> Option<StopRule> {
+        common.stop.iter().copied().find(|rule| match rule {
+            StopRule::MissingToken => token_missing,
+            StopRule::EmptyPage => page.records == 0,
+            StopRule::ShortPage => (page.records as u64) < u64::from(self.page_size),
+            StopRule::HasMoreFalse => common
+                .has_more
+                .as_ref()
+                .is_some_and(|path| !truthy(path.query(body).first().copied())),
+            StopRule::TotalReached => {
+                let total = common
+                    .total
+                    .as_ref()
+                    .and_then(|p| p.query(body).first().and_then(|v| number(v)));
+                let total_pages = common
+                    .total_pages
+                    .as_ref()
+                    .and_then(|p| p.query(body).first().and_then(|v| number(v)));
+                total.is_some_and(|t| self.pos.records >= t)
+                    || total_pages.is_some_and(|t| self.pages_read_in_numbering() >= t)
+            }
+        })
+    }
+
+    /// Pages read, counted the way a service's page total counts them: for page-number
+    /// style the page just read relative to the start, so a resumed pass agrees.
+    fn pages_read_in_numbering(&self) -> u64 {
+        match self.style {
+            Pagination::PageNumber { start, .. } => {
+                self.pos.page.unwrap_or(*start).saturating_sub(*start) + 1
+            }
+            _ => self.pos.pages,
+        }
+    }
+
+    fn guard(
+        &mut self,
+        what: &'static str,
+        value: &str,
+        secrets: &SecretSet,
+    ) -> Result<(), PaginateError> {
+        if self.seen.insert(blake3::hash(value.as_bytes())) {
+            Ok(())
+        } else {
+            Err(PaginateError::Loop {
+                what,
+                value: secrets.redact(value),
+            })
+        }
+    }
+}
+
+fn keyset_text(keyset: &Keyset) -> String {
+    format!("{}|{}", keyset.updated, keyset.id)
+}
+
+/// A non-empty string or number as text.
+fn scalar(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn number(value: &Value) -> Option<u64> {
+    match value {
+        Value::Number(n) => n.as_u64().or_else(|| n.as_f64().map(|f| f.max(0.0) as u64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// A has-more flag: missing, null, `false`, `0`, `"false"` and `""` all mean no more.
+fn truthy(value: Option<&Value>) -> bool {
+    match value {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
+        Some(Value::String(s)) => {
+            let s = s.trim();
+            !(s.is_empty() || s.eq_ignore_ascii_case("false") || s == "0")
+        }
+        Some(_) => true,
+    }
+}
+
+/// The `rel="next"` target of an RFC 8288 `Link` header value (several links separated
+/// by commas, each `<uri>; param=value; ...`).
+pub fn link_next(header: &str) -> Option<String> {
+    let mut rest = header;
+    loop {
+        let open = rest.find('<')?;
+        let close = open + rest[open..].find('>')?;
+        let target = &rest[open + 1..close];
+        let after = &rest[close + 1..];
+        // Parameters run until the next `,` outside quotes.
+        let mut in_quotes = false;
+        let mut end = after.len();
+        for (i, c) in after.char_indices() {
+            match c {
+                '"' => in_quotes = !in_quotes,
+                ',' if !in_quotes => {
+                    end = i;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let params = &after[..end];
+        let is_next = params.split(';').any(|param| {
+            let Some((name, value)) = param.split_once('=') else {
+                return false;
+            };
+            name.trim().eq_ignore_ascii_case("rel")
+                && value
+                    .trim()
+                    .trim_matches('"')
+                    .split_ascii_whitespace()
+                    .any(|rel| rel.eq_ignore_ascii_case("next"))
+        });
+        if is_next && !target.trim().is_empty() {
+            return Some(target.trim().to_string());
+        }
+        if end >= after.len() {
+            return None;
+        }
+        rest = &after[end + 1..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_header_next_is_found_among_others() {
+        let shopify = "<https://s.test/c.json?limit=2&page_info=abc>; rel=\"previous\", \
+                       <https://s.test/c.json?limit=2&page_info=def>; rel=\"next\"";
+        assert_eq!(
+            link_next(shopify).as_deref(),
+            Some("https://s.test/c.json?limit=2&page_info=def")
+        );
+        assert_eq!(
+            link_next("<https://a.test/x,y>; rel=\"prev next\"").as_deref(),
+            Some("https://a.test/x,y")
+        );
+        assert_eq!(
+            link_next("<https://a.test/x>; rel=\"prev\"; title=\"a, b\""),
+            None
+        );
+        assert_eq!(link_next(""), None);
+    }
+
+    #[test]
+    fn has_more_flags_read_leniently() {
+        assert!(truthy(Some(&json!(true))));
+        assert!(truthy(Some(&json!("yes"))));
+        assert!(!truthy(Some(&json!(false))));
+        assert!(!truthy(Some(&json!("false"))));
+        assert!(!truthy(Some(&json!(0))));
+        assert!(!truthy(None));
+    }
+}

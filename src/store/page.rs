@@ -1,0 +1,477 @@
+//! Planning one page write, the same for both backends: de-duplicate the page by
+//! normalized email, convert custom values to the stored field types, compare with what
+//! the store holds, and decide every row to write and every change event.
+//!
+//! This is where the import rules live (empty never erases, unchanged hashes are skipped,
+//! memberships never re-activated, bounced or unsubscribed contacts never made active,
+//! service statuses mapped). It never touches a database: a backend reads the snapshot
+//! this module asks for (contacts by email, then values of the candidates), calls
+//! [`plan_page`], and writes the plan with a fixed number of set-based statements.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{Map, Value, json};
+
+use super::{ChangeKind, ContactStatus, MembershipStatus};
+use crate::model::{ContactRecord, PageOutcome, PageWrite, SubscriptionMeaning, normalize_email};
+
+/// One contact of a page after de-duplication.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MergedRecord {
+    /// Normalized email.
+    pub email: String,
+    /// First name (non-empty or `None`).
+    pub first_name: Option<String>,
+    /// Last name.
+    pub last_name: Option<String>,
+    /// Phone.
+    pub phone: Option<String>,
+    /// Organization.
+    pub organization: Option<String>,
+    /// Id at the service (the last non-empty one of the merged records).
+    pub external_id: Option<String>,
+    /// Custom values as stored text, by index into the page's field bindings.
+    pub values: BTreeMap<usize, String>,
+    /// Subscription status the service reported (the last one given).
+    pub service_status: Option<SubscriptionMeaning>,
+    /// The record's hash; for several records of one email, a hash of their hashes, so
+    /// that an unchanged page is still recognized as unchanged.
+    pub content_hash: String,
+}
+
+/// A page after de-duplication and value conversion.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PreparedPage {
+    /// Distinct contacts, in order of first appearance.
+    pub records: Vec<MergedRecord>,
+    /// Custom values that did not convert to their field's stored type.
+    pub field_failures: u64,
+}
+
+/// What the store holds for one email of the page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExistingContact {
+    /// Contact id.
+    pub contact_id: i64,
+    /// First name.
+    pub first_name: Option<String>,
+    /// Last name.
+    pub last_name: Option<String>,
+    /// Phone.
+    pub phone: Option<String>,
+    /// Organization.
+    pub organization: Option<String>,
+    /// Contact-level status.
+    pub status: ContactStatus,
+    /// Content hash of this importer's source row, if any.
+    pub source_hash: Option<String>,
+    /// List the source row was last written for.
+    pub source_list: Option<i64>,
+    /// Whether the source row is marked deleted at the service.
+    pub source_deleted: bool,
+    /// Membership in the page's list.
+    pub membership: Option<MembershipStatus>,
+}
+
+/// A contact row to insert or update (`contact` indexes [`PreparedPage::records`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactRow {
+    /// Index of the record.
+    pub contact: usize,
+    /// Status to insert with, or to move a normal contact to (`Bounced` only).
+    pub status: ContactStatus,
+}
+
+/// A membership to add or unsubscribe in the page's list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipRow {
+    /// Index of the record.
+    pub contact: usize,
+    /// New status.
+    pub status: MembershipStatus,
+}
+
+/// A custom value to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueRow {
+    /// Index of the record.
+    pub contact: usize,
+    /// Field id.
+    pub field_id: i64,
+    /// Stored text.
+    pub value: String,
+}
+
+/// A change event to insert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    /// Index of the record.
+    pub contact: usize,
+    /// Kind.
+    pub kind: ChangeKind,
+    /// The page's list, for membership changes.
+    pub list_id: Option<i64>,
+    /// Changed fields with old and new values.
+    pub changes: Value,
+}
+
+/// Everything one page writes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PagePlan {
+    /// Contacts to upsert (new or changed).
+    pub contacts: Vec<ContactRow>,
+    /// Source rows to upsert (every record whose hash did not match).
+    pub sources: Vec<usize>,
+    /// Memberships to write.
+    pub memberships: Vec<MembershipRow>,
+    /// Custom values to write.
+    pub values: Vec<ValueRow>,
+    /// Change events.
+    pub events: Vec<EventRow>,
+    /// Counts.
+    pub outcome: PageOutcome,
+}
+
+fn non_empty(value: &Option<String>) -> Option<String> {
+    value
+        .as_deref()
+        .filter(|text| !text.trim().is_empty())
+        .map(str::to_string)
+}
+
+fn overlay(target: &mut Option<String>, incoming: &Option<String>) {
+    if let Some(value) = non_empty(incoming) {
+        *target = Some(value);
+    }
+}
+
+/// De-duplicates a page by normalized email (later records win field by field, empty
+/// values never win) and converts custom values to their bindings' stored types.
+pub fn prepare(page: &PageWrite<'_>) -> PreparedPage {
+    let mut prepared = PreparedPage::default();
+    let mut by_email: HashMap<String, usize> = HashMap::with_capacity(page.contacts.len());
+    let mut hashes: Vec<Vec<&str>> = Vec::new();
+    for record in page.contacts {
+        let email = normalize_email(&record.email)
+            .unwrap_or_else(|| caseless::default_case_fold_str(record.email.trim()));
+        let index = match by_email.get(&email) {
+            Some(&index) => {
+                hashes[index].push(&record.content_hash);
+                index
+            }
+            None => {
+                let index = prepared.records.len();
+                by_email.insert(email.clone(), index);
+                hashes.push(vec![&record.content_hash]);
+                prepared.records.push(MergedRecord {
+                    email,
+                    first_name: None,
+                    last_name: None,
+                    phone: None,
+                    organization: None,
+                    external_id: None,
+                    values: BTreeMap::new(),
+                    service_status: None,
+                    content_hash: String::new(),
+                });
+                index
+            }
+        };
+        merge_into(
+            &mut prepared.records[index],
+            record,
+            page,
+            &mut prepared.field_failures,
+        );
+    }
+    for (record, hashes) in prepared.records.iter_mut().zip(hashes) {
+        record.content_hash = match hashes.as_slice() {
+            [one] => (*one).to_string(),
+            many => blake3::hash(many.join("\n").as_bytes())
+                .to_hex()
+                .to_string(),
+        };
+    }
+    prepared
+}
+
+fn merge_into(
+    target: &mut MergedRecord,
+    record: &ContactRecord,
+    page: &PageWrite<'_>,
+    failures: &mut u64,
+) {
+    overlay(&mut target.first_name, &record.first_name);
+    overlay(&mut target.last_name, &record.last_name);
+    overlay(&mut target.phone, &record.phone);
+    overlay(&mut target.organization, &record.organization);
+    overlay(&mut target.external_id, &record.external_id);
+    if record.service_status.is_some() {
+        target.service_status = record.service_status;
+    }
+    for custom in &record.custom_values {
+        let Some(binding) = page.fields.get(custom.field) else {
+            *failures += 1;
+            continue;
+        };
+        if custom.value.is_empty() {
+            continue;
+        }
+        match custom.value.convert_to(binding.stored_type) {
+            Some(value) if !value.is_empty() => {
+                target.values.insert(custom.field, value.to_text());
+            }
+            Some(_) => {}
+            None => *failures += 1,
+        }
+    }
+}
+
+/// Whether a record can be skipped: this importer wrote exactly this content for this
+/// list before, and the service has not reported it deleted since.
+fn hash_matches(record: &MergedRecord, existing: &ExistingContact, list_id: i64) -> bool {
+    existing.source_hash.as_deref() == Some(record.content_hash.as_str())
+        && existing.source_list == Some(list_id)
+        && !existing.source_deleted
+}
+
+/// Contact ids whose stored custom values the plan needs (existing contacts whose hash
+/// did not match and that carry custom values).
+pub fn value_candidates(
+    prepared: &PreparedPage,
+    existing: &HashMap<String, ExistingContact>,
+    list_id: i64,
+) -> Vec<i64> {
+    prepared
+        .records
+        .iter()
+        .filter(|record| !record.values.is_empty())
+        .filter_map(|record| existing.get(&record.email).map(|e| (record, e)))
+        .filter(|(record, existing)| !hash_matches(record, existing, list_id))
+        .map(|(_, existing)| existing.contact_id)
+        .collect()
+}
+
+fn change(changes: &mut Map<String, Value>, name: &str, old: Option<&str>, new: &str) {
+    changes.insert(name.to_string(), json!({ "old": old, "new": new }));
+}
+
+/// Decides every write of a page. `existing` holds what the store has for the page's
+/// emails; `values` the stored custom values `(contact id, field id) -> text` of the
+/// contacts [`value_candidates`] named.
+pub fn plan_page(
+    page: &PageWrite<'_>,
+    prepared: &PreparedPage,
+    existing: &HashMap<String, ExistingContact>,
+    values: &HashMap<(i64, i64), String>,
+) -> PagePlan {
+    let mut plan = PagePlan {
+        outcome: PageOutcome {
+            field_failures: prepared.field_failures,
+            ..PageOutcome::default()
+        },
+        ..PagePlan::default()
+    };
+    for (index, record) in prepared.records.iter().enumerate() {
+        let found = existing.get(&record.email);
+        if let Some(old) = found
+            && hash_matches(record, old, page.list_id)
+        {
+            plan.outcome.unchanged += 1;
+            continue;
+        }
+        plan.sources.push(index);
+        let mut changes = Map::new();
+        let bounced = record.service_status == Some(SubscriptionMeaning::Bounced);
+        let (status, membership) = match found {
+            None => {
+                for (name, value) in standard_fields(record) {
+                    if let Some(value) = value {
+                        change(&mut changes, name, None, value);
+                    }
+                }
+                let status = if bounced {
+                    change(
+                        &mut changes,
+                        "status",
+                        None,
+                        ContactStatus::Bounced.as_str(),
+                    );
+                    ContactStatus::Bounced
+                } else {
+                    ContactStatus::Normal
+                };
+                for (field, value) in &record.values {
+                    let binding = &page.fields[*field];
+                    change(&mut changes, &binding.tag, None, value);
+                    plan.values.push(ValueRow {
+                        contact: index,
+                        field_id: binding.field_id,
+                        value: value.clone(),
+                    });
+                }
+                plan.contacts.push(ContactRow {
+                    contact: index,
+                    status,
+                });
+                plan.events.push(EventRow {
+                    contact: index,
+                    kind: ChangeKind::ContactCreated,
+                    list_id: None,
+                    changes: Value::Object(std::mem::take(&mut changes)),
+                });
+                plan.outcome.created += 1;
+                (status, None)
+            }
+            Some(old) => {
+                let olds = [
+                    old.first_name.as_deref(),
+                    old.last_name.as_deref(),
+                    old.phone.as_deref(),
+                    old.organization.as_deref(),
+                ];
+                for ((name, new), old) in standard_fields(record).into_iter().zip(olds) {
+                    if let Some(new) = new
+                        && Some(new) != old
+                    {
+                        change(&mut changes, name, old, new);
+                    }
+                }
+                let mut status = old.status;
+                if bounced && old.status == ContactStatus::Normal {
+                    change(
+                        &mut changes,
+                        "status",
+                        Some(old.status.as_str()),
+                        ContactStatus::Bounced.as_str(),
+                    );
+                    status = ContactStatus::Bounced;
+                }
+                for (field, value) in &record.values {
+                    let binding = &page.fields[*field];
+                    let stored = values.get(&(old.contact_id, binding.field_id));
+                    if stored != Some(value) {
+                        change(
+                            &mut changes,
+                            &binding.tag,
+                            stored.map(String::as_str),
+                            value,
+                        );
+                        plan.values.push(ValueRow {
+                            contact: index,
+                            field_id: binding.field_id,
+                            value: value.clone(),
+                        });
+                    }
+                }
+                if changes.is_empty() {
+                    plan.outcome.unchanged += 1;
+                } else {
+                    plan.contacts.push(ContactRow {
+                        contact: index,
+                        status,
+                    });
+                    plan.events.push(EventRow {
+                        contact: index,
+                        kind: ChangeKind::ContactChanged,
+                        list_id: None,
+                        changes: Value::Object(changes),
+                    });
+                    plan.outcome.updated += 1;
+                }
+                (status, old.membership)
+            }
+        };
+        let wanted = match record.service_status {
+            Some(SubscriptionMeaning::Unsubscribed) => (membership
+                != Some(MembershipStatus::Unsubscribed))
+            .then_some(MembershipStatus::Unsubscribed),
+            _ => (membership.is_none() && status == ContactStatus::Normal)
+                .then_some(MembershipStatus::Active),
+        };
+        if let Some(wanted) = wanted {
+            if wanted == MembershipStatus::Active {
+                plan.outcome.memberships_added += 1;
+            }
+            plan.memberships.push(MembershipRow {
+                contact: index,
+                status: wanted,
+            });
+            plan.events.push(EventRow {
+                contact: index,
+                kind: ChangeKind::MembershipChanged,
+                list_id: Some(page.list_id),
+                changes: json!({ "status": {
+                    "old": membership.map(MembershipStatus::as_str),
+                    "new": wanted.as_str(),
+                } }),
+            });
+        }
+    }
+    plan
+}
+
+fn standard_fields(record: &MergedRecord) -> [(&'static str, Option<&str>); 4] {
+    [
+        ("first_name", record.first_name.as_deref()),
+        ("last_name", record.last_name.as_deref()),
+        ("phone", record.phone.as_deref()),
+        ("organization", record.organization.as_deref()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Checkpoint, CustomFieldType, CustomValue, FieldBinding, FieldValue};
+
+    fn record(email: &str, first: Option<&str>, hash: &str) -> ContactRecord {
+        ContactRecord {
+            email: email.into(),
+            first_name: first.map(Into::into),
+            last_name: None,
+            phone: None,
+            organization: None,
+            external_id: None,
+            updated_at: None,
+            custom_values: Vec::new(),
+            service_status: None,
+            content_hash: hash.into(),
+        }
+    }
+
+    #[test]
+    fn duplicates_merge_field_by_field_and_hash_stays_stable() {
+        let fields = [FieldBinding {
+            field_id: 7,
+            tag: "%X_AGE%".into(),
+            stored_type: CustomFieldType::Number,
+        }];
+        let mut second = record("ADA@example.com ", None, "h2");
+        second.last_name = Some("Lovelace".into());
+        second.custom_values.push(CustomValue {
+            field: 0,
+            value: FieldValue::Text("not a number".into()),
+        });
+        let contacts = [record("ada@example.com", Some("Ada"), "h1"), second];
+        let checkpoint = Checkpoint::default();
+        let page = PageWrite {
+            importer: "i",
+            run_id: 1,
+            fencing_token: 1,
+            list_id: 1,
+            fields: &fields,
+            contacts: &contacts,
+            deleted_external_ids: &[],
+            checkpoint: &checkpoint,
+        };
+        let prepared = prepare(&page);
+        assert_eq!(prepared.records.len(), 1);
+        let merged = &prepared.records[0];
+        assert_eq!(merged.first_name.as_deref(), Some("Ada"));
+        assert_eq!(merged.last_name.as_deref(), Some("Lovelace"));
+        assert_eq!(prepared.field_failures, 1);
+        assert_eq!(prepare(&page).records[0].content_hash, merged.content_hash);
+        assert_ne!(merged.content_hash, "h2");
+    }
+}

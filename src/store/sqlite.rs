@@ -1,0 +1,1408 @@
+//! The SQLite backend: one file (WAL, `synchronous = NORMAL`, created owner-only), a small
+//! pool, every write transaction started with `BEGIN IMMEDIATE` so that a transaction
+//! never has to upgrade a read lock (which SQLite may refuse with `SQLITE_BUSY` at once).
+//!
+//! Pages are written set-based: each batch statement receives its rows as one JSON array
+//! bound as a single parameter and unpacked with `json_each`, so the SQL text is fixed (its
+//! prepared statement is cached per connection), the number of statements per page is
+//! constant, and the 32,766 bind-parameter limit is never approached. Times are stored as
+//! fixed-width UTC text so that text order is time order.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Connection, Row, Sqlite, Transaction};
+
+use super::crypto::{TokenCipher, create_owner_only, default_key_path, read_or_create_key_file};
+use super::lease::{LeaseHolder, held_by_dead_process};
+use super::migrate::{self, Migration};
+use super::page::{self, ExistingContact};
+use super::{
+    Backend, ChangeEvent, ChangeKind, ChangeOrigin, ContactFilter, ContactStatus, ContactView,
+    CustomField, FieldChange, FieldOrigin, FieldValueView, ImporterState, Lease, MembershipStatus,
+    MembershipView, PruneCounts, RunCounts, RunOutcome, RunRecord, SourceView, Store, StoreError,
+    StoreOptions, StoreResult, UnsubscribeScope, field_type_from_str, field_type_str, phase_of,
+    validate_tag,
+};
+use crate::model::{
+    Checkpoint, CustomFieldDef, CustomFieldType, FieldBinding, PageOutcome, PageWrite,
+    normalize_email,
+};
+
+type Query = sqlx::query::Query<'static, Sqlite, SqliteArguments>;
+
+/// How often `finish_run` prunes old history by itself.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// The SQLite store.
+pub struct SqliteStore {
+    pool: SqlitePool,
+    path: PathBuf,
+    cipher: Option<TokenCipher>,
+    holder: LeaseHolder,
+    retention: Duration,
+    statements: AtomicU64,
+    last_prune: Mutex<Option<Instant>>,
+    lease_ttls: Mutex<HashMap<(String, i64), Duration>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Fixed-width UTC text.
+pub(crate) fn ts(time: DateTime<Utc>) -> String {
+    time.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn opt_ts(time: Option<DateTime<Utc>>) -> Option<String> {
+    time.map(ts)
+}
+
+fn parse_ts(text: &str) -> StoreResult<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|time| time.with_timezone(&Utc))
+        .map_err(|error| StoreError::Other(format!("bad time `{text}` in store: {error}")))
+}
+
+fn parse_opt_ts(text: Option<String>) -> StoreResult<Option<DateTime<Utc>>> {
+    text.as_deref().map(parse_ts).transpose()
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|error| StoreError::Other(error.to_string()))
+}
+
+/// The file path a `sqlite:` URL names.
+pub fn path_of_url(url: &str) -> StoreResult<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.starts_with(":memory:") {
+        return Err(StoreError::Other(String::from(
+            "an SQLite store needs a file path: `sqlite://PATH`",
+        )));
+    }
+    Ok(PathBuf::from(path))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed, owner-only) and migrates the store at `url`.
+    pub async fn open(url: &str, options: StoreOptions) -> StoreResult<Self> {
+        let path = path_of_url(url)?;
+        create_file_owner_only(&path)?;
+        let key = match (&options.encryption_key, options.keep_tokens) {
+            (_, false) => None,
+            (Some(source), true) => Some(TokenCipher::load(source)?),
+            (None, true) => Some(TokenCipher::from_material(&read_or_create_key_file(
+                &default_key_path(&path),
+            )?)?),
+        };
+        let connect = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(false)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true)
+            .pragma("temp_store", "memory");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.unwrap_or(4))
+            .connect_with(connect)
+            .await?;
+        let store = SqliteStore {
+            pool,
+            path,
+            cipher: key,
+            holder: options.lease_holder,
+            retention: options.retention,
+            statements: AtomicU64::new(0),
+            last_prune: Mutex::new(None),
+            lease_ttls: Mutex::new(HashMap::new()),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn q(&self, sql: &'static str) -> Query {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        sqlx::query(sql)
+    }
+
+    async fn begin(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    async fn commit(&self, tx: Transaction<'static, Sqlite>) -> StoreResult<()> {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        Ok(tx.commit().await?)
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        let mut conn = self.pool.acquire().await?;
+        self.q("CREATE TABLE IF NOT EXISTS tributary_schema (
+                version INTEGER PRIMARY KEY,
+                description TEXT NOT NULL,
+                checksum TEXT NOT NULL,
+                applied_at TEXT NOT NULL
+            )")
+            .execute(&mut *conn)
+            .await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM tributary_schema")
+            .fetch_one(&mut *tx)
+            .await?;
+        let current = current.unwrap_or(0);
+        let supported = migrate::latest(migrate::SQLITE);
+        if current > supported {
+            return Err(StoreError::TooNew {
+                found: current,
+                supported,
+            });
+        }
+        let pending: Vec<&Migration> = migrate::SQLITE
+            .iter()
+            .filter(|migration| migration.version > current)
+            .collect();
+        for migration in pending {
+            sqlx::raw_sql(migration.sql).execute(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO tributary_schema (version, description, checksum, applied_at)
+                 VALUES (?, ?, ?, ?)",
+            )
+            .bind(migration.version)
+            .bind(migration.description)
+            .bind(migrate::checksum(migration))
+            .bind(ts(Utc::now()))
+            .execute(&mut *tx)
+            .await?;
+            tracing::info!(
+                version = migration.version,
+                description = migration.description,
+                "Applied store migration."
+            );
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Checks the lease inside the page's transaction and extends it by its lifetime.
+    async fn check_lease(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        importer: &str,
+        token: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let extend_to = self
+            .lease_ttls
+            .lock()
+            .map_err(|_| StoreError::Other(String::from("lease table poisoned")))?
+            .get(&(importer.to_string(), token))
+            .map(|ttl| super::chrono_duration(*ttl))
+            .map_or(now, |ttl| now + ttl);
+        let done = self
+            .q("UPDATE leases SET expires_at = MAX(expires_at, ?1)
+                 WHERE importer = ?2 AND fencing_token = ?3 AND owner <> '' AND expires_at > ?4")
+            .bind(ts(extend_to))
+            .bind(importer)
+            .bind(token)
+            .bind(ts(now))
+            .execute(&mut **tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::LeaseLost {
+                importer: importer.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn save_state(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        importer: &str,
+        checkpoint: &Checkpoint,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let position = checkpoint.position.as_ref().map(to_json).transpose()?;
+        self.q(
+            "INSERT INTO importer_state (importer, watermark, position, pass_high_water,
+                 fingerprint, full_refresh, pass_started_at, last_full_refresh, phase, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (importer) DO UPDATE SET
+                 watermark = excluded.watermark, position = excluded.position,
+                 pass_high_water = excluded.pass_high_water, fingerprint = excluded.fingerprint,
+                 full_refresh = excluded.full_refresh, pass_started_at = excluded.pass_started_at,
+                 last_full_refresh = excluded.last_full_refresh, phase = excluded.phase,
+                 updated_at = excluded.updated_at",
+        )
+        .bind(importer)
+        .bind(opt_ts(checkpoint.watermark))
+        .bind(position)
+        .bind(opt_ts(checkpoint.pass_high_water))
+        .bind(checkpoint.fingerprint.as_deref())
+        .bind(checkpoint.full_refresh)
+        .bind(opt_ts(checkpoint.pass_started_at))
+        .bind(opt_ts(checkpoint.last_full_refresh))
+        .bind(phase_of(checkpoint))
+        .bind(ts(now))
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    fn cipher(&self) -> StoreResult<&TokenCipher> {
+        self.cipher.as_ref().ok_or_else(|| {
+            StoreError::Other(String::from(
+                "this process keeps no tokens (opened without an encryption key)",
+            ))
+        })
+    }
+
+    async fn contact_id(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        email: &str,
+    ) -> StoreResult<(i64, ContactStatus)> {
+        let normalized = normalize_email(email)
+            .ok_or_else(|| StoreError::Refused(format!("`{email}` is not an email address")))?;
+        let row = self
+            .q("SELECT id, status FROM contacts WHERE email = ?")
+            .bind(&normalized)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("contact `{normalized}`")))?;
+        Ok((row.try_get(0)?, ContactStatus::parse(row.try_get(1)?)?))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn person_event(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        kind: ChangeKind,
+        contact_id: i64,
+        list_id: Option<i64>,
+        changes: Value,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.q(
+            "INSERT INTO change_events (at, kind, contact_id, email, list_id, origin, notify,
+                 importer, run_id, changes)
+             SELECT ?1, ?2, id, email, ?3, 'person', 0, NULL, NULL, ?4 FROM contacts WHERE id = ?5",
+        )
+        .bind(ts(now))
+        .bind(kind.as_str())
+        .bind(list_id)
+        .bind(to_json(&changes)?)
+        .bind(contact_id)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn one_contact(&self, email: &str) -> StoreResult<ContactView> {
+        let filter = ContactFilter {
+            email: Some(email.to_string()),
+            ..ContactFilter::default()
+        };
+        self.contacts(&filter)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::NotFound(format!("contact `{email}`")))
+    }
+
+    fn maybe_prune_due(&self) -> bool {
+        let Ok(mut last) = self.last_prune.lock() else {
+            return false;
+        };
+        let due = last.is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
+        if due {
+            *last = Some(Instant::now());
+        }
+        due
+    }
+}
+
+fn create_file_owner_only(path: &Path) -> StoreResult<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.exists()
+    {
+        std::fs::create_dir_all(parent).map_err(|error| {
+            StoreError::Other(format!("creating directory {}: {error}", parent.display()))
+        })?;
+    }
+    match create_owner_only(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(StoreError::Other(format!(
+            "creating store {}: {error}",
+            path.display()
+        ))),
+    }
+}
+
+fn field_from_row(row: &SqliteRow) -> StoreResult<CustomField> {
+    Ok(CustomField {
+        id: row.try_get("id")?,
+        tag: row.try_get("tag")?,
+        label: row.try_get("label")?,
+        field_type: field_type_from_str(row.try_get("field_type")?)?,
+        origin: FieldOrigin::parse(row.try_get("origin")?)?,
+        service: row.try_get("service")?,
+        locked: row.try_get("locked")?,
+    })
+}
+
+fn state_from_row(row: &SqliteRow) -> StoreResult<ImporterState> {
+    let position: Option<String> = row.try_get("position")?;
+    let position = position
+        .map(|text| serde_json::from_str(&text))
+        .transpose()
+        .map_err(|error| StoreError::Other(format!("bad position in store: {error}")))?;
+    Ok(ImporterState {
+        importer: row.try_get("importer")?,
+        checkpoint: Checkpoint {
+            watermark: parse_opt_ts(row.try_get("watermark")?)?,
+            position,
+            pass_high_water: parse_opt_ts(row.try_get("pass_high_water")?)?,
+            fingerprint: row.try_get("fingerprint")?,
+            full_refresh: row.try_get("full_refresh")?,
+            pass_started_at: parse_opt_ts(row.try_get("pass_started_at")?)?,
+            last_full_refresh: parse_opt_ts(row.try_get("last_full_refresh")?)?,
+        },
+        last_run_at: parse_opt_ts(row.try_get("last_run_at")?)?,
+        next_run_at: parse_opt_ts(row.try_get("next_run_at")?)?,
+        last_error: row.try_get("last_error")?,
+        needs_new_credentials: row.try_get("needs_new_credentials")?,
+    })
+}
+
+fn run_from_row(row: &SqliteRow) -> StoreResult<RunRecord> {
+    let outcome: Option<String> = row.try_get("outcome")?;
+    let count = |name: &str| -> StoreResult<u64> { Ok(row.try_get::<i64, _>(name)?.max(0) as u64) };
+    Ok(RunRecord {
+        run_id: row.try_get("id")?,
+        importer: row.try_get("importer")?,
+        started_at: parse_ts(row.try_get("started_at")?)?,
+        finished_at: parse_opt_ts(row.try_get("finished_at")?)?,
+        outcome: outcome
+            .as_deref()
+            .map(super::run_outcome_from_str)
+            .transpose()?,
+        counts: RunCounts {
+            pages: count("pages")?,
+            fetched: count("fetched")?,
+            created: count("created")?,
+            updated: count("updated")?,
+            unchanged: count("unchanged")?,
+            skipped: count("skipped")?,
+            field_failures: count("field_failures")?,
+            deleted: count("deleted")?,
+        },
+        error: row.try_get("error")?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ensure_list(&self, name: &str) -> StoreResult<i64> {
+        let id: i64 = self
+            .q("INSERT INTO lists (name, created_at) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING id")
+            .bind(name)
+            .bind(ts(Utc::now()))
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        Ok(id)
+    }
+
+    async fn ensure_custom_fields(
+        &self,
+        defs: &[CustomFieldDef],
+    ) -> StoreResult<Vec<FieldBinding>> {
+        let now = ts(Utc::now());
+        let mut tx = self.begin().await?;
+        let mut bindings = Vec::with_capacity(defs.len());
+        for def in defs {
+            let row = self
+                .q(
+                    "INSERT INTO custom_fields (tag, label, field_type, origin, service, locked,
+                         created_at, updated_at)
+                     VALUES (?1, ?2, ?3, 'import', ?4, 1, ?5, ?5)
+                     ON CONFLICT (tag) DO UPDATE SET
+                         locked = 1,
+                         updated_at = CASE WHEN custom_fields.locked THEN custom_fields.updated_at
+                                           ELSE excluded.updated_at END
+                     RETURNING id, field_type",
+                )
+                .bind(&def.tag)
+                .bind(&def.label)
+                .bind(field_type_str(def.field_type))
+                .bind(&def.service)
+                .bind(&now)
+                .fetch_one(&mut *tx)
+                .await?;
+            bindings.push(FieldBinding {
+                field_id: row.try_get(0)?,
+                tag: def.tag.clone(),
+                stored_type: field_type_from_str(row.try_get(1)?)?,
+            });
+        }
+        self.commit(tx).await?;
+        Ok(bindings)
+    }
+
+    async fn acquire_lease(&self, importer: &str, ttl: Duration) -> StoreResult<Option<Lease>> {
+        let now = Utc::now();
+        let mut tx = self.begin().await?;
+        let row = self
+            .q("SELECT owner, fencing_token, expires_at FROM leases WHERE importer = ?")
+            .bind(importer)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let token = match row {
+            None => 1,
+            Some(row) => {
+                let owner: String = row.try_get(0)?;
+                let token: i64 = row.try_get(1)?;
+                let expires_at = parse_ts(row.try_get(2)?)?;
+                let free = owner.is_empty()
+                    || expires_at <= now
+                    || held_by_dead_process(&owner, &self.holder.host);
+                if !free {
+                    return Ok(None);
+                }
+                token + 1
+            }
+        };
+        let owner = self.holder.new_owner();
+        let expires_at = now + super::chrono_duration(ttl);
+        self.q(
+            "INSERT INTO leases (importer, owner, fencing_token, expires_at, acquired_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (importer) DO UPDATE SET owner = excluded.owner,
+                 fencing_token = excluded.fencing_token, expires_at = excluded.expires_at,
+                 acquired_at = excluded.acquired_at",
+        )
+        .bind(importer)
+        .bind(&owner)
+        .bind(token)
+        .bind(ts(expires_at))
+        .bind(ts(now))
+        .execute(&mut *tx)
+        .await?;
+        self.commit(tx).await?;
+        if let Ok(mut ttls) = self.lease_ttls.lock() {
+            ttls.insert((importer.to_string(), token), ttl);
+        }
+        Ok(Some(Lease {
+            importer: importer.to_string(),
+            owner,
+            fencing_token: token,
+            expires_at,
+        }))
+    }
+
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> StoreResult<Lease> {
+        let expires_at = Utc::now() + super::chrono_duration(ttl);
+        let done = self
+            .q("UPDATE leases SET expires_at = ?1
+                 WHERE importer = ?2 AND owner = ?3 AND fencing_token = ?4")
+            .bind(ts(expires_at))
+            .bind(&lease.importer)
+            .bind(&lease.owner)
+            .bind(lease.fencing_token)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::LeaseLost {
+                importer: lease.importer.clone(),
+            });
+        }
+        if let Ok(mut ttls) = self.lease_ttls.lock() {
+            ttls.insert((lease.importer.clone(), lease.fencing_token), ttl);
+        }
+        Ok(Lease {
+            expires_at,
+            ..lease.clone()
+        })
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> StoreResult<()> {
+        self.q("UPDATE leases SET owner = '', expires_at = ?1
+                 WHERE importer = ?2 AND owner = ?3 AND fencing_token = ?4")
+            .bind(ts(Utc::now()))
+            .bind(&lease.importer)
+            .bind(&lease.owner)
+            .bind(lease.fencing_token)
+            .execute(&self.pool)
+            .await?;
+        if let Ok(mut ttls) = self.lease_ttls.lock() {
+            ttls.remove(&(lease.importer.clone(), lease.fencing_token));
+        }
+        Ok(())
+    }
+
+    async fn importer_state(&self, importer: &str) -> StoreResult<ImporterState> {
+        let row = self
+            .q(
+                "SELECT importer, watermark, position, pass_high_water, fingerprint,
+                    full_refresh, pass_started_at, last_full_refresh, last_run_at, next_run_at,
+                    last_error, needs_new_credentials
+                 FROM importer_state WHERE importer = ?",
+            )
+            .bind(importer)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => state_from_row(&row),
+            None => Ok(ImporterState {
+                importer: importer.to_string(),
+                ..ImporterState::default()
+            }),
+        }
+    }
+
+    async fn begin_run(&self, importer: &str) -> StoreResult<i64> {
+        let now = ts(Utc::now());
+        let mut tx = self.begin().await?;
+        let id: i64 = self
+            .q("INSERT INTO runs (importer, started_at) VALUES (?1, ?2) RETURNING id")
+            .bind(importer)
+            .bind(&now)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        self.q(
+            "INSERT INTO importer_state (importer, last_run_at, updated_at) VALUES (?1, ?2, ?2)
+             ON CONFLICT (importer) DO UPDATE SET last_run_at = excluded.last_run_at,
+                 updated_at = excluded.updated_at",
+        )
+        .bind(importer)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+        self.commit(tx).await?;
+        Ok(id)
+    }
+
+    async fn write_page(&self, page: PageWrite<'_>) -> StoreResult<PageOutcome> {
+        let prepared = page::prepare(&page);
+        let now = Utc::now();
+        let now_text = ts(now);
+        let mut tx = self.begin().await?;
+        self.check_lease(&mut tx, page.importer, page.fencing_token, now)
+            .await?;
+
+        // What the store holds for the page's emails (one statement).
+        let mut existing: HashMap<String, ExistingContact> = HashMap::new();
+        if !prepared.records.is_empty() {
+            let emails: Vec<&str> = prepared.records.iter().map(|r| r.email.as_str()).collect();
+            let rows = self
+                .q(
+                    "SELECT c.email, c.id, c.first_name, c.last_name, c.phone, c.organization,
+                        c.status, s.content_hash, s.list_id, s.deleted_at IS NOT NULL, m.status
+                     FROM json_each(?1) j
+                     JOIN contacts c ON c.email = j.value
+                     LEFT JOIN contact_sources s ON s.importer = ?2 AND s.contact_id = c.id
+                     LEFT JOIN memberships m ON m.list_id = ?3 AND m.contact_id = c.id",
+                )
+                .bind(to_json(&emails)?)
+                .bind(page.importer)
+                .bind(page.list_id)
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in rows {
+                let membership: Option<String> = row.try_get(10)?;
+                let deleted: Option<bool> = row.try_get(9)?;
+                existing.insert(
+                    row.try_get(0)?,
+                    ExistingContact {
+                        contact_id: row.try_get(1)?,
+                        first_name: row.try_get(2)?,
+                        last_name: row.try_get(3)?,
+                        phone: row.try_get(4)?,
+                        organization: row.try_get(5)?,
+                        status: ContactStatus::parse(row.try_get(6)?)?,
+                        source_hash: row.try_get(7)?,
+                        source_list: row.try_get(8)?,
+                        source_deleted: deleted.unwrap_or(false),
+                        membership: membership
+                            .as_deref()
+                            .map(MembershipStatus::parse)
+                            .transpose()?,
+                    },
+                );
+            }
+        }
+
+        // Stored custom values of the contacts that need comparing (one statement).
+        let mut values: HashMap<(i64, i64), String> = HashMap::new();
+        let candidates = page::value_candidates(&prepared, &existing, page.list_id);
+        if !candidates.is_empty() && !page.fields.is_empty() {
+            let field_ids: Vec<i64> = page.fields.iter().map(|f| f.field_id).collect();
+            let rows = self
+                .q("SELECT v.contact_id, v.field_id, v.value
+                     FROM json_each(?1) j
+                     JOIN field_values v ON v.contact_id = j.value
+                     WHERE v.field_id IN (SELECT value FROM json_each(?2))")
+                .bind(to_json(&candidates)?)
+                .bind(to_json(&field_ids)?)
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in rows {
+                values.insert((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?);
+            }
+        }
+
+        let plan = page::plan_page(&page, &prepared, &existing, &values);
+        let mut ids: Vec<Option<i64>> = prepared
+            .records
+            .iter()
+            .map(|r| existing.get(&r.email).map(|e| e.contact_id))
+            .collect();
+
+        if !plan.contacts.is_empty() {
+            let rows: Vec<Value> = plan
+                .contacts
+                .iter()
+                .map(|row| {
+                    let r = &prepared.records[row.contact];
+                    json!([
+                        r.email,
+                        r.first_name,
+                        r.last_name,
+                        r.phone,
+                        r.organization,
+                        row.status.as_str()
+                    ])
+                })
+                .collect();
+            let returned = self
+                .q(
+                    "INSERT INTO contacts (email, first_name, last_name, phone, organization,
+                        status, status_changed_at, created_at, updated_at)
+                     SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3,
+                        j.value ->> 4, j.value ->> 5,
+                        CASE WHEN j.value ->> 5 <> 'normal' THEN ?1 END, ?1, ?1
+                     FROM json_each(?2) j WHERE true
+                     ON CONFLICT (email) DO UPDATE SET
+                        first_name = COALESCE(excluded.first_name, contacts.first_name),
+                        last_name = COALESCE(excluded.last_name, contacts.last_name),
+                        phone = COALESCE(excluded.phone, contacts.phone),
+                        organization = COALESCE(excluded.organization, contacts.organization),
+                        status = CASE WHEN contacts.status = 'normal'
+                                       AND excluded.status = 'bounced'
+                                      THEN 'bounced' ELSE contacts.status END,
+                        status_changed_at = CASE WHEN contacts.status = 'normal'
+                                       AND excluded.status = 'bounced'
+                                      THEN excluded.updated_at ELSE contacts.status_changed_at END,
+                        updated_at = excluded.updated_at
+                     RETURNING id, email",
+                )
+                .bind(&now_text)
+                .bind(to_json(&rows)?)
+                .fetch_all(&mut *tx)
+                .await?;
+            let index: HashMap<&str, usize> = plan
+                .contacts
+                .iter()
+                .map(|row| (prepared.records[row.contact].email.as_str(), row.contact))
+                .collect();
+            for row in returned {
+                let email: String = row.try_get(1)?;
+                if let Some(&i) = index.get(email.as_str()) {
+                    ids[i] = Some(row.try_get(0)?);
+                }
+            }
+        }
+        let id_of = |index: usize| -> StoreResult<i64> {
+            ids[index].ok_or_else(|| {
+                StoreError::Other(format!(
+                    "contact `{}` has no id after the upsert",
+                    prepared.records[index].email
+                ))
+            })
+        };
+
+        if !plan.sources.is_empty() {
+            let rows = plan
+                .sources
+                .iter()
+                .map(|&i| {
+                    let r = &prepared.records[i];
+                    Ok(json!([id_of(i)?, r.external_id, r.content_hash]))
+                })
+                .collect::<StoreResult<Vec<Value>>>()?;
+            self.q(
+                "INSERT INTO contact_sources (importer, contact_id, external_id, content_hash,
+                    list_id, run_id, first_seen_at, written_at, deleted_at)
+                 SELECT ?1, j.value ->> 0, j.value ->> 1, j.value ->> 2, ?2, ?3, ?4, ?4, NULL
+                 FROM json_each(?5) j WHERE true
+                 ON CONFLICT (importer, contact_id) DO UPDATE SET
+                    external_id = COALESCE(excluded.external_id, contact_sources.external_id),
+                    content_hash = excluded.content_hash, list_id = excluded.list_id,
+                    run_id = excluded.run_id, written_at = excluded.written_at,
+                    deleted_at = NULL",
+            )
+            .bind(page.importer)
+            .bind(page.list_id)
+            .bind(page.run_id)
+            .bind(&now_text)
+            .bind(to_json(&rows)?)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        if !plan.memberships.is_empty() {
+            let rows = plan
+                .memberships
+                .iter()
+                .map(|m| Ok(json!([id_of(m.contact)?, m.status.as_str()])))
+                .collect::<StoreResult<Vec<Value>>>()?;
+            // The rules are enforced here too, not only in the plan: a contact bounced or
+            // unsubscribed concurrently is never made active, an unsubscribed membership
+            // never re-activated.
+            self.q(
+                "INSERT INTO memberships (list_id, contact_id, status, origin, created_at,
+                    subscribed_at, unsubscribed_at, updated_at)
+                 SELECT ?1, c.id, j.value ->> 1, 'import', ?2,
+                    CASE WHEN j.value ->> 1 = 'active' THEN ?2 END,
+                    CASE WHEN j.value ->> 1 = 'unsubscribed' THEN ?2 END, ?2
+                 FROM json_each(?3) j JOIN contacts c ON c.id = j.value ->> 0
+                 WHERE j.value ->> 1 = 'unsubscribed' OR c.status = 'normal'
+                 ON CONFLICT (list_id, contact_id) DO UPDATE SET
+                    status = 'unsubscribed', unsubscribed_at = excluded.updated_at,
+                    updated_at = excluded.updated_at
+                 WHERE excluded.status = 'unsubscribed' AND memberships.status = 'active'",
+            )
+            .bind(page.list_id)
+            .bind(&now_text)
+            .bind(to_json(&rows)?)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        if !plan.values.is_empty() {
+            let rows = plan
+                .values
+                .iter()
+                .map(|v| Ok(json!([id_of(v.contact)?, v.field_id, v.value])))
+                .collect::<StoreResult<Vec<Value>>>()?;
+            self.q(
+                "INSERT INTO field_values (contact_id, field_id, value, importer, run_id,
+                    updated_at)
+                 SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, ?1, ?2, ?3
+                 FROM json_each(?4) j WHERE true
+                 ON CONFLICT (contact_id, field_id) DO UPDATE SET value = excluded.value,
+                    importer = excluded.importer, run_id = excluded.run_id,
+                    updated_at = excluded.updated_at",
+            )
+            .bind(page.importer)
+            .bind(page.run_id)
+            .bind(&now_text)
+            .bind(to_json(&rows)?)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        if !plan.events.is_empty() {
+            let rows = plan
+                .events
+                .iter()
+                .map(|e| {
+                    Ok(json!([
+                        e.kind.as_str(),
+                        id_of(e.contact)?,
+                        prepared.records[e.contact].email,
+                        e.list_id,
+                        e.changes
+                    ]))
+                })
+                .collect::<StoreResult<Vec<Value>>>()?;
+            self.q(
+                "INSERT INTO change_events (at, kind, contact_id, email, list_id, origin, notify,
+                    importer, run_id, changes)
+                 SELECT ?1, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3,
+                    'import', 0, ?2, ?3, j.value -> 4
+                 FROM json_each(?4) j",
+            )
+            .bind(&now_text)
+            .bind(page.importer)
+            .bind(page.run_id)
+            .bind(to_json(&rows)?)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        let mut outcome = plan.outcome;
+        if !page.deleted_external_ids.is_empty() {
+            let done = self
+                .q("UPDATE contact_sources SET deleted_at = ?1
+                     WHERE importer = ?2 AND deleted_at IS NULL
+                       AND external_id IN (SELECT value FROM json_each(?3))")
+                .bind(&now_text)
+                .bind(page.importer)
+                .bind(to_json(&page.deleted_external_ids)?)
+                .execute(&mut *tx)
+                .await?;
+            outcome.deleted = done.rows_affected();
+        }
+
+        self.save_state(&mut tx, page.importer, page.checkpoint, now)
+            .await?;
+        self.q(
+            "UPDATE runs SET pages = pages + 1, created = created + ?1, updated = updated + ?2,
+                unchanged = unchanged + ?3, field_failures = field_failures + ?4,
+                deleted = deleted + ?5
+             WHERE id = ?6",
+        )
+        .bind(outcome.created as i64)
+        .bind(outcome.updated as i64)
+        .bind(outcome.unchanged as i64)
+        .bind(outcome.field_failures as i64)
+        .bind(outcome.deleted as i64)
+        .bind(page.run_id)
+        .execute(&mut *tx)
+        .await?;
+        self.commit(tx).await?;
+        Ok(outcome)
+    }
+
+    async fn save_checkpoint(
+        &self,
+        importer: &str,
+        fencing_token: i64,
+        checkpoint: &Checkpoint,
+    ) -> StoreResult<()> {
+        let now = Utc::now();
+        let mut tx = self.begin().await?;
+        self.check_lease(&mut tx, importer, fencing_token, now)
+            .await?;
+        self.save_state(&mut tx, importer, checkpoint, now).await?;
+        self.commit(tx).await
+    }
+
+    async fn finish_run(
+        &self,
+        run_id: i64,
+        outcome: RunOutcome,
+        counts: &RunCounts,
+        error: Option<&str>,
+    ) -> StoreResult<()> {
+        let now = Utc::now();
+        let mut tx = self.begin().await?;
+        let importer: String = self
+            .q(
+                "UPDATE runs SET finished_at = ?1, outcome = ?2, pages = ?3, fetched = ?4,
+                    created = ?5, updated = ?6, unchanged = ?7, skipped = ?8,
+                    field_failures = ?9, deleted = ?10, error = ?11
+                 WHERE id = ?12 RETURNING importer",
+            )
+            .bind(ts(now))
+            .bind(super::run_outcome_str(outcome))
+            .bind(counts.pages as i64)
+            .bind(counts.fetched as i64)
+            .bind(counts.created as i64)
+            .bind(counts.updated as i64)
+            .bind(counts.unchanged as i64)
+            .bind(counts.skipped as i64)
+            .bind(counts.field_failures as i64)
+            .bind(counts.deleted as i64)
+            .bind(error)
+            .bind(run_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("run {run_id}")))?
+            .try_get(0)?;
+        self.q(
+            "INSERT INTO importer_state (importer, last_error, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (importer) DO UPDATE SET last_error = excluded.last_error,
+                 updated_at = excluded.updated_at",
+        )
+        .bind(&importer)
+        .bind(error)
+        .bind(ts(now))
+        .execute(&mut *tx)
+        .await?;
+        self.commit(tx).await?;
+        if self.maybe_prune_due() {
+            self.prune(now).await?;
+        }
+        Ok(())
+    }
+
+    async fn runs(&self, importer: &str, limit: u32) -> StoreResult<Vec<RunRecord>> {
+        let rows = self
+            .q("SELECT * FROM runs WHERE importer = ?1 ORDER BY id DESC LIMIT ?2")
+            .bind(importer)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn load_token(&self, key: &str) -> StoreResult<Option<String>> {
+        let cipher = self.cipher()?;
+        let row = self
+            .q("SELECT sealed FROM tokens WHERE name = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let sealed: Vec<u8> = row.try_get(0)?;
+                cipher.open(key, &sealed).map(Some)
+            }
+        }
+    }
+
+    async fn save_token(&self, key: &str, value: &str) -> StoreResult<()> {
+        let sealed = self.cipher()?.seal(key, value)?;
+        self.q(
+            "INSERT INTO tokens (name, sealed, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed,
+                 updated_at = excluded.updated_at",
+        )
+        .bind(key)
+        .bind(sealed)
+        .bind(ts(Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    fn statements_executed(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    async fn delete_token(&self, key: &str) -> StoreResult<()> {
+        self.q("DELETE FROM tokens WHERE name = ?")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_next_run(&self, importer: &str, at: Option<DateTime<Utc>>) -> StoreResult<()> {
+        self.q(
+            "INSERT INTO importer_state (importer, next_run_at, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (importer) DO UPDATE SET next_run_at = excluded.next_run_at,
+                 updated_at = excluded.updated_at",
+        )
+        .bind(importer)
+        .bind(opt_ts(at))
+        .bind(ts(Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn set_needs_new_credentials(&self, importer: &str, needed: bool) -> StoreResult<()> {
+        self.q(
+            "INSERT INTO importer_state (importer, needs_new_credentials, updated_at)
+             VALUES (?1, ?2, ?3)
+             ON CONFLICT (importer) DO UPDATE SET
+                 needs_new_credentials = excluded.needs_new_credentials,
+                 updated_at = excluded.updated_at",
+        )
+        .bind(importer)
+        .bind(needed)
+        .bind(ts(Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn importer_states(&self) -> StoreResult<Vec<ImporterState>> {
+        let rows = self
+            .q(
+                "SELECT importer, watermark, position, pass_high_water, fingerprint,
+                    full_refresh, pass_started_at, last_full_refresh, last_run_at, next_run_at,
+                    last_error, needs_new_credentials
+                 FROM importer_state ORDER BY importer",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(state_from_row).collect()
+    }
+
+    async fn fields(&self) -> StoreResult<Vec<CustomField>> {
+        let rows = self
+            .q("SELECT * FROM custom_fields ORDER BY tag")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(field_from_row).collect()
+    }
+
+    async fn create_field(
+        &self,
+        label: &str,
+        tag: &str,
+        field_type: CustomFieldType,
+    ) -> StoreResult<CustomField> {
+        validate_tag(tag).map_err(StoreError::Refused)?;
+        let row = self
+            .q(
+                "INSERT INTO custom_fields (tag, label, field_type, origin, service, locked,
+                    created_at, updated_at)
+                 VALUES (?1, ?2, ?3, 'person', NULL, 0, ?4, ?4)
+                 ON CONFLICT (tag) DO NOTHING RETURNING *",
+            )
+            .bind(tag)
+            .bind(label)
+            .bind(field_type_str(field_type))
+            .bind(ts(Utc::now()))
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::Refused(format!("a field with tag `{tag}` exists")))?;
+        field_from_row(&row)
+    }
+
+    async fn update_field(&self, tag: &str, change: &FieldChange) -> StoreResult<CustomField> {
+        let mut tx = self.begin().await?;
+        let row = self
+            .q("SELECT * FROM custom_fields WHERE tag = ?")
+            .bind(tag)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("field `{tag}`")))?;
+        let field = field_from_row(&row)?;
+        let new_tag = change.tag.as_deref().filter(|new| *new != tag);
+        if let Some(new_tag) = new_tag {
+            if field.locked {
+                return Err(StoreError::Refused(format!(
+                    "field `{tag}` is used by an import, so its tag is locked and cannot change (its label can)"
+                )));
+            }
+            validate_tag(new_tag).map_err(StoreError::Refused)?;
+        }
+        let row = self
+            .q(
+                "UPDATE custom_fields SET tag = ?1, label = ?2, updated_at = ?3
+                 WHERE id = ?4 RETURNING *",
+            )
+            .bind(new_tag.unwrap_or(tag))
+            .bind(change.label.as_deref().unwrap_or(&field.label))
+            .bind(ts(Utc::now()))
+            .bind(field.id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|error| match &error {
+                sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Refused(
+                    format!("a field with tag `{}` exists", new_tag.unwrap_or(tag)),
+                ),
+                _ => StoreError::Database(error),
+            })?;
+        let updated = field_from_row(&row)?;
+        self.commit(tx).await?;
+        Ok(updated)
+    }
+
+    async fn contacts(&self, filter: &ContactFilter) -> StoreResult<Vec<ContactView>> {
+        let email =
+            match &filter.email {
+                Some(raw) => Some(normalize_email(raw).ok_or_else(|| {
+                    StoreError::Refused(format!("`{raw}` is not an email address"))
+                })?),
+                None => None,
+            };
+        if let Some(list) = &filter.list {
+            let found = self
+                .q("SELECT id FROM lists WHERE name = ?")
+                .bind(list)
+                .fetch_optional(&self.pool)
+                .await?;
+            if found.is_none() {
+                return Err(StoreError::NotFound(format!("list `{list}`")));
+            }
+        }
+        let rows = self
+            .q(
+                "SELECT id, email, first_name, last_name, phone, organization, status,
+                    created_at, updated_at
+                 FROM contacts c
+                 WHERE (?1 IS NULL OR c.email = ?1)
+                   AND (?2 IS NULL OR EXISTS (SELECT 1 FROM memberships m
+                        JOIN lists l ON l.id = m.list_id
+                        WHERE m.contact_id = c.id AND l.name = ?2))
+                 ORDER BY c.email LIMIT ?3",
+            )
+            .bind(email)
+            .bind(filter.list.as_deref())
+            .bind(filter.limit.map_or(-1, i64::from))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut contacts = Vec::with_capacity(rows.len());
+        let mut position = HashMap::new();
+        for row in rows {
+            let id: i64 = row.try_get(0)?;
+            position.insert(id, contacts.len());
+            contacts.push(ContactView {
+                id,
+                email: row.try_get(1)?,
+                first_name: row.try_get(2)?,
+                last_name: row.try_get(3)?,
+                phone: row.try_get(4)?,
+                organization: row.try_get(5)?,
+                status: ContactStatus::parse(row.try_get(6)?)?,
+                created_at: parse_ts(row.try_get(7)?)?,
+                updated_at: parse_ts(row.try_get(8)?)?,
+                lists: Vec::new(),
+                fields: Vec::new(),
+                sources: Vec::new(),
+            });
+        }
+        if contacts.is_empty() {
+            return Ok(contacts);
+        }
+        let ids = to_json(&contacts.iter().map(|c| c.id).collect::<Vec<_>>())?;
+        let rows = self
+            .q(
+                "SELECT m.contact_id, l.name, m.status, m.subscribed_at, m.unsubscribed_at
+                 FROM json_each(?1) j JOIN memberships m ON m.contact_id = j.value
+                 JOIN lists l ON l.id = m.list_id ORDER BY l.name",
+            )
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await?;
+        for row in rows {
+            let id: i64 = row.try_get(0)?;
+            contacts[position[&id]].lists.push(MembershipView {
+                list: row.try_get(1)?,
+                status: MembershipStatus::parse(row.try_get(2)?)?,
+                subscribed_at: parse_opt_ts(row.try_get(3)?)?,
+                unsubscribed_at: parse_opt_ts(row.try_get(4)?)?,
+            });
+        }
+        let rows = self
+            .q(
+                "SELECT v.contact_id, f.tag, f.label, v.value, v.importer, v.run_id, v.updated_at
+                 FROM json_each(?1) j JOIN field_values v ON v.contact_id = j.value
+                 JOIN custom_fields f ON f.id = v.field_id ORDER BY f.tag",
+            )
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await?;
+        for row in rows {
+            let id: i64 = row.try_get(0)?;
+            contacts[position[&id]].fields.push(FieldValueView {
+                tag: row.try_get(1)?,
+                label: row.try_get(2)?,
+                value: row.try_get(3)?,
+                importer: row.try_get(4)?,
+                run_id: row.try_get(5)?,
+                updated_at: parse_ts(row.try_get(6)?)?,
+            });
+        }
+        let rows = self
+            .q(
+                "SELECT s.contact_id, s.importer, s.external_id, s.content_hash, s.written_at,
+                    s.deleted_at
+                 FROM json_each(?1) j JOIN contact_sources s ON s.contact_id = j.value
+                 ORDER BY s.importer",
+            )
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await?;
+        for row in rows {
+            let id: i64 = row.try_get(0)?;
+            contacts[position[&id]].sources.push(SourceView {
+                importer: row.try_get(1)?,
+                external_id: row.try_get(2)?,
+                content_hash: row.try_get(3)?,
+                last_written_at: parse_ts(row.try_get(4)?)?,
+                deleted_at: parse_opt_ts(row.try_get(5)?)?,
+            });
+        }
+        Ok(contacts)
+    }
+
+    async fn unsubscribe(&self, email: &str, scope: UnsubscribeScope) -> StoreResult<ContactView> {
+        let now = Utc::now();
+        let mut tx = self.begin().await?;
+        let (contact_id, status) = self.contact_id(&mut tx, email).await?;
+        match scope {
+            UnsubscribeScope::All => {
+                if status != ContactStatus::Unsubscribed {
+                    self.q(
+                        "UPDATE contacts SET status = 'unsubscribed', status_changed_at = ?1,
+                             updated_at = ?1 WHERE id = ?2",
+                    )
+                    .bind(ts(now))
+                    .bind(contact_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    let changes =
+                        json!({"status": {"old": status.as_str(), "new": "unsubscribed"}});
+                    self.person_event(
+                        &mut tx,
+                        ChangeKind::ContactChanged,
+                        contact_id,
+                        None,
+                        changes,
+                        now,
+                    )
+                    .await?;
+                }
+            }
+            UnsubscribeScope::List(name) => {
+                let list_id: i64 = self
+                    .q("SELECT id FROM lists WHERE name = ?")
+                    .bind(&name)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(format!("list `{name}`")))?
+                    .try_get(0)?;
+                let old: Option<String> = self
+                    .q("SELECT status FROM memberships WHERE list_id = ?1 AND contact_id = ?2")
+                    .bind(list_id)
+                    .bind(contact_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|row| row.try_get(0))
+                    .transpose()?;
+                if old.as_deref() != Some("unsubscribed") {
+                    self.q(
+                        "INSERT INTO memberships (list_id, contact_id, status, origin, created_at,
+                            subscribed_at, unsubscribed_at, updated_at)
+                         VALUES (?1, ?2, 'unsubscribed', 'person', ?3, NULL, ?3, ?3)
+                         ON CONFLICT (list_id, contact_id) DO UPDATE SET status = 'unsubscribed',
+                            unsubscribed_at = excluded.unsubscribed_at,
+                            updated_at = excluded.updated_at",
+                    )
+                    .bind(list_id)
+                    .bind(contact_id)
+                    .bind(ts(now))
+                    .execute(&mut *tx)
+                    .await?;
+                    let changes = json!({"status": {"old": old, "new": "unsubscribed"}});
+                    self.person_event(
+                        &mut tx,
+                        ChangeKind::MembershipChanged,
+                        contact_id,
+                        Some(list_id),
+                        changes,
+                        now,
+                    )
+                    .await?;
+                }
+            }
+        }
+        self.commit(tx).await?;
+        self.one_contact(email).await
+    }
+
+    async fn bounce(&self, email: &str) -> StoreResult<ContactView> {
+        let now = Utc::now();
+        let mut tx = self.begin().await?;
+        let (contact_id, status) = self.contact_id(&mut tx, email).await?;
+        if status == ContactStatus::Normal {
+            self.q(
+                "UPDATE contacts SET status = 'bounced', status_changed_at = ?1,
+                     updated_at = ?1 WHERE id = ?2",
+            )
+            .bind(ts(now))
+            .bind(contact_id)
+            .execute(&mut *tx)
+            .await?;
+            let changes = json!({"status": {"old": status.as_str(), "new": "bounced"}});
+            self.person_event(
+                &mut tx,
+                ChangeKind::ContactChanged,
+                contact_id,
+                None,
+                changes,
+                now,
+            )
+            .await?;
+        }
+        self.commit(tx).await?;
+        self.one_contact(email).await
+    }
+
+    async fn change_events(&self, after: i64, limit: u32) -> StoreResult<Vec<ChangeEvent>> {
+        let rows = self
+            .q(
+                "SELECT id, at, kind, contact_id, email, list_id, origin, notify, importer,
+                    run_id, changes
+                 FROM change_events WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let changes: String = row.try_get(10)?;
+                Ok(ChangeEvent {
+                    id: row.try_get(0)?,
+                    at: parse_ts(row.try_get(1)?)?,
+                    kind: ChangeKind::parse(row.try_get(2)?)?,
+                    contact_id: row.try_get(3)?,
+                    email: row.try_get(4)?,
+                    list_id: row.try_get(5)?,
+                    origin: ChangeOrigin::parse(row.try_get(6)?)?,
+                    notify: row.try_get(7)?,
+                    importer: row.try_get(8)?,
+                    run_id: row.try_get(9)?,
+                    changes: serde_json::from_str(&changes)
+                        .map_err(|error| StoreError::Other(error.to_string()))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn prune(&self, now: DateTime<Utc>) -> StoreResult<PruneCounts> {
+        let cutoff = now - super::chrono_duration(self.retention);
+        let cutoff = ts(cutoff);
+        let mut tx = self.begin().await?;
+        let events = self
+            .q("DELETE FROM change_events WHERE at < ?")
+            .bind(&cutoff)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let runs = self
+            .q("DELETE FROM runs WHERE COALESCE(finished_at, started_at) < ?")
+            .bind(&cutoff)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        self.commit(tx).await?;
+        Ok(PruneCounts {
+            change_events: events,
+            runs,
+        })
+    }
+}

@@ -1,0 +1,137 @@
+//! Run history, importer state, and pruning after the retention.
+
+use chrono::{Duration as Days, Utc};
+use tributary::store::{RunCounts, RunOutcome};
+
+use super::harness::{Ctx, RecordExt, importer, on_both_backends, rec};
+
+async fn runs_keep_their_counts_newest_first(ctx: Ctx) {
+    let crm = importer(&ctx.store, "crm", "customers").await;
+    crm.write(
+        &ctx.store,
+        &[rec("ada@example.com"), rec("bob@example.com")],
+    )
+    .await
+    .unwrap();
+    crm.write(&ctx.store, &[rec("ada@example.com").first("Ada")])
+        .await
+        .unwrap();
+    // Before the run finishes, the pages written are already counted.
+    let running = &ctx.store.runs("crm", 10).await.unwrap()[0];
+    assert_eq!(running.outcome, None);
+    assert_eq!(
+        (
+            running.counts.pages,
+            running.counts.created,
+            running.counts.updated
+        ),
+        (2, 2, 1)
+    );
+    let counts = RunCounts {
+        pages: 2,
+        fetched: 3,
+        created: 2,
+        updated: 1,
+        skipped: 1,
+        ..RunCounts::default()
+    };
+    ctx.store
+        .finish_run(crm.run_id, RunOutcome::Completed, &counts, None)
+        .await
+        .unwrap();
+    let second = ctx.store.begin_run("crm").await.unwrap();
+    ctx.store
+        .finish_run(
+            second,
+            RunOutcome::Failed,
+            &RunCounts::default(),
+            Some("service answered 503"),
+        )
+        .await
+        .unwrap();
+    let runs = ctx.store.runs("crm", 10).await.unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].run_id, second);
+    assert_eq!(runs[0].outcome, Some(RunOutcome::Failed));
+    assert_eq!(runs[0].error.as_deref(), Some("service answered 503"));
+    assert_eq!(runs[1].counts, counts);
+    assert!(runs[1].finished_at.is_some());
+    let state = ctx.store.importer_state("crm").await.unwrap();
+    assert_eq!(state.last_error.as_deref(), Some("service answered 503"));
+    assert_eq!(ctx.store.runs("crm", 1).await.unwrap().len(), 1);
+    assert!(ctx.store.runs("other", 10).await.unwrap().is_empty());
+}
+
+async fn importer_state_flags_and_schedule(ctx: Ctx) {
+    let fresh = ctx.store.importer_state("crm").await.unwrap();
+    assert_eq!(fresh.importer, "crm");
+    assert!(!fresh.needs_new_credentials);
+    let next = Utc::now() + Days::minutes(30);
+    ctx.store.set_next_run("crm", Some(next)).await.unwrap();
+    ctx.store
+        .set_needs_new_credentials("crm", true)
+        .await
+        .unwrap();
+    let state = ctx.store.importer_state("crm").await.unwrap();
+    assert!(state.needs_new_credentials);
+    let stored = state.next_run_at.unwrap();
+    assert!((stored - next).num_milliseconds().abs() < 1);
+    ctx.store
+        .set_needs_new_credentials("crm", false)
+        .await
+        .unwrap();
+    assert!(
+        !ctx.store
+            .importer_state("crm")
+            .await
+            .unwrap()
+            .needs_new_credentials
+    );
+    let all = ctx.store.importer_states().await.unwrap();
+    assert_eq!(all.len(), 1);
+}
+
+async fn events_and_runs_are_pruned_after_the_retention(ctx: Ctx) {
+    let crm = importer(&ctx.store, "crm", "customers").await;
+    crm.write(&ctx.store, &[rec("ada@example.com")])
+        .await
+        .unwrap();
+    ctx.store
+        .finish_run(
+            crm.run_id,
+            RunOutcome::Completed,
+            &RunCounts::default(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ctx.store.change_events(0, 100).await.unwrap().len(), 2);
+
+    // Within the default retention (P90D) nothing goes.
+    let kept = ctx.store.prune(Utc::now() + Days::days(89)).await.unwrap();
+    assert_eq!((kept.change_events, kept.runs), (0, 0));
+    assert_eq!(ctx.store.runs("crm", 10).await.unwrap().len(), 1);
+
+    let pruned = ctx.store.prune(Utc::now() + Days::days(91)).await.unwrap();
+    assert_eq!((pruned.change_events, pruned.runs), (2, 1));
+    assert!(ctx.store.change_events(0, 100).await.unwrap().is_empty());
+    assert!(ctx.store.runs("crm", 10).await.unwrap().is_empty());
+    // Contacts are never pruned.
+    assert_eq!(ctx.count("SELECT COUNT(*) FROM contacts").await, 1);
+
+    // The retention is configurable.
+    let mut options = ctx.options();
+    options.retention = std::time::Duration::from_secs(3600);
+    let short = ctx.reopen(options).await.unwrap();
+    crm.write(&ctx.store, &[rec("bob@example.com")])
+        .await
+        .unwrap();
+    let pruned = short.prune(Utc::now() + Days::hours(2)).await.unwrap();
+    assert_eq!(pruned.change_events, 2);
+}
+
+on_both_backends!(
+    runs_keep_their_counts_newest_first,
+    importer_state_flags_and_schedule,
+    events_and_runs_are_pruned_after_the_retention,
+);

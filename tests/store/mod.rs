@@ -1,0 +1,10 @@
+//! The store suite: every test runs on SQLite and on PostgreSQL (`<test>::sqlite`,
+//! `<test>::postgres`), written once against the `Store` trait.
+
+mod cli;
+mod harness;
+mod history;
+mod lease;
+mod rules;
+mod schema;
+mod tokens;

@@ -1,0 +1,631 @@
+//! The import rules of issue #3, each on both backends.
+
+use tributary::model::personalization_tag;
+use tributary::model::{CustomFieldDef, CustomFieldType, FieldValue, SubscriptionMeaning};
+use tributary::store::{
+    ChangeKind, ContactFilter, ContactStatus, ContactView, FieldChange, FieldOrigin,
+    MembershipStatus, StoreError, UnsubscribeScope,
+};
+
+use super::harness::{Ctx, RecordExt, importer, on_both_backends, rec};
+
+async fn contact(ctx: &Ctx, email: &str) -> ContactView {
+    let filter = ContactFilter {
+        email: Some(email.to_string()),
+        ..ContactFilter::default()
+    };
+    let mut found = ctx.store.contacts(&filter).await.unwrap();
+    assert_eq!(found.len(), 1, "one contact for {email}");
+    found.remove(0)
+}
+
+fn membership(view: &ContactView, list: &str) -> Option<MembershipStatus> {
+    view.lists.iter().find(|m| m.list == list).map(|m| m.status)
+}
+
+async fn upsert_by_normalized_email_merges_page_duplicates(ctx: Ctx) {
+    let crm = importer(&ctx.store, "crm", "customers").await;
+    let page = [
+        rec("Ada@Example.COM").first("Ada"),
+        rec("bob@example.com").first("Bob"),
+        rec("  ada@example.com ").last("Lovelace"),
+    ];
+    let outcome = crm.write(&ctx.store, &page).await.unwrap();
+    assert_eq!(outcome.created, 2);
+    assert_eq!(ctx.count("SELECT COUNT(*) FROM contacts").await, 2);
+    let ada = contact(&ctx, "ADA@example.com").await;
+    assert_eq!(ada.email, "ada@example.com");
+    assert_eq!(ada.first_name.as_deref(), Some("Ada"));
+    assert_eq!(ada.last_name.as_deref(), Some("Lovelace"));
+
+    // The same email again in a later page updates the one contact.
+    let outcome = crm
+        .write(&ctx.store, &[rec("ADA@EXAMPLE.com").first("Augusta")])
+        .await
+        .unwrap();
+    assert_eq!((outcome.created, outcome.updated), (0, 1));
+    assert_eq!(ctx.count("SELECT COUNT(*) FROM contacts").await, 2);
+    assert_eq!(
+        contact(&ctx, "ada@example.com").await.first_name.as_deref(),
+        Some("Augusta")
+    );
+}
+
+async fn empty_values_never_erase(ctx: Ctx) {
+    let mut crm = importer(&ctx.store, "crm", "customers").await;
+    crm.fields = ctx
+        .store
+        .ensure_custom_fields(&[CustomFieldDef {
+            tag: "%CRM_NOTES%".into(),
+            label: "Notes".into(),
+            field_type: CustomFieldType::Text,
+            service: "crm".into(),
+        }])
+        .await
+        .unwrap();
+    let first = rec("ada@example.com")
+        .first("Ada")
+        .phone("+44 1")
+        .org("Engines")
+        .custom(0, FieldValue::Text("likes numbers".into()));
+    crm.write(&ctx.store, &[first]).await.unwrap();
+
+    let mut empty = rec("ada@example.com").last("Lovelace").phone("");
+    empty.first_name = None;
+    let empty = empty.custom(0, FieldValue::Text(String::new()));
+    let outcome = crm.write(&ctx.store, &[empty]).await.unwrap();
+    assert_eq!(outcome.updated, 1);
+    let ada = contact(&ctx, "ada@example.com").await;
+    assert_eq!(ada.first_name.as_deref(), Some("Ada"));
+    assert_eq!(ada.phone.as_deref(), Some("+44 1"));
+    assert_eq!(ada.organization.as_deref(), Some("Engines"));
+    assert_eq!(ada.last_name.as_deref(), Some("Lovelace"));
+    assert_eq!(ada.fields[0].value, "likes numbers");
+
+    // A non-empty value overwrites.
+    crm.write(
+        &ctx.store,
+        &[rec("ada@example.com")
+            .first("Augusta")
+            .custom(0, FieldValue::Text("poetical science".into()))],
+    )
+    .await
+    .unwrap();
+    let ada = contact(&ctx, "ada@example.com").await;
+    assert_eq!(ada.first_name.as_deref(), Some("Augusta"));
+    assert_eq!(ada.fields[0].value, "poetical science");
+}
+
+async fn imports_add_members_but_never_reactivate(ctx: Ctx) {
+    let crm = importer(&ctx.store, "crm", "customers").await;
+    let outcome = crm
+        .write(&ctx.store, &[rec("ada@example.com").first("Ada")])
+        .await
+        .unwrap();
+    assert_eq!(outcome.memberships_added, 1);
+    let ada = contact(&ctx, "ada@example.com").await;
+    assert_eq!(
+        membership(&ada, "customers"),
+        Some(MembershipStatus::Active)
+    );
+
+    // A person unsubscribes her from the list; the next import changes her name but
+    // leaves the membership unsubscribed.
+    ctx.store
+        .unsubscribe(
+            "ada@example.com",
+            UnsubscribeScope::List("customers".into()),
+        )
+        .await
+        .unwrap();
+    let outcome = crm
+        .write(&ctx.store, &[rec("ada@example.com").first("Augusta")])
+        .await
+        .unwrap();
+    assert_eq!((outcome.updated, outcome.memberships_added), (1, 0));
+    let ada = contact(&ctx, "ada@example.com").await;
+    assert_eq!(ada.first_name.as_deref(), Some("Augusta"));
+    assert_eq!(
+        membership(&ada, "customers"),
+        Some(MembershipStatus::Unsubscribed)
+    );
+}
+
+async fn bounced_or_globally_unsubscribed_never_made_active(ctx: Ctx) {
+    let crm = importer(&ctx.store, "crm", "customers").await;
+    crm.write(
+        &ctx.store,
+        &[rec("bounce@example.com"), rec("gone@example.com")],
+    )
+    .await
+    .unwrap();
+    ctx.store.bounce("bounce@example.com").await.unwrap();
+    ctx.store
+        .unsubscribe("gone@example.com", UnsubscribeScope::All)
+        .await
+        .unwrap();
+
+    let shop = importer(&ctx.store, "shop", "buyers").await;
+    let outcome = shop
+        .write(
+            &ctx.store,
+            &[
+                rec("bounce@example.com").first("B"),
+                rec("gone@example.com").first("G"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.memberships_added, 0);
+    for (email, status) in [
+        ("bounce@example.com", ContactStatus::Bounced),
+        ("gone@example.com", ContactStatus::Unsubscribed),
+    ] {
+        let view = contact(&ctx, email).await;
+        assert_eq!(view.status, status, "{email}");
+        assert_eq!(membership(&view, "buyers"), None, "{email}");
+        // The import changed the name but never lifted the status.
+        assert!(view.first_name.is_some());
+    }
+}
+
+async fn service_statuses_map_to_list_and_contact(ctx: Ctx) {
+    let crm = importer(&ctx.store, "crm", "customers").await;
+    let shop = importer(&ctx.store, "shop", "buyers").await;
+    shop.write(
+        &ctx.store,
+        &[rec("ada@example.com"), rec("bob@example.com")],
+    )
+    .await
+    .unwrap();
+    crm.write(&ctx.store, &[rec("ada@example.com")])
+        .await
+        .unwrap();
+
+    // "unsubscribed" at the CRM: unsubscribed from the CRM importer's list only.
+    let outcome = crm
+        .write(
+            &ctx.store,
+            &[
+                rec("ada@example.com").status(SubscriptionMeaning::Unsubscribed),
+                rec("new@example.com").status(SubscriptionMeaning::Unsubscribed),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.memberships_added, 0);
+    let ada = contact(&ctx, "ada@example.com").await;
+    assert_eq!(ada.status, ContactStatus::Normal);
+    assert_eq!(
+        membership(&ada, "customers"),
+        Some(MembershipStatus::Unsubscribed)
+    );
+    assert_eq!(membership(&ada, "buyers"), Some(MembershipStatus::Active));
+    let new = contact(&ctx, "new@example.com").await;
+    assert_eq!(
+        membership(&new, "customers"),
+        Some(MembershipStatus::Unsubscribed)
+    );
+
+    // "bounced" at the CRM: bounced everywhere, no new active membership.
+    let outcome = crm
+        .write(
+            &ctx.store,
+            &[
+                rec("bob@example.com").status(SubscriptionMeaning::Bounced),
+                rec("fresh@example.com").status(SubscriptionMeaning::Bounced),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.memberships_added, 0);
+    for email in ["bob@example.com", "fresh@example.com"] {
+        let view = contact(&ctx, email).await;
+        assert_eq!(view.status, ContactStatus::Bounced, "{email}");
+        assert_eq!(membership(&view, "customers"), None, "{email}");
+    }
+    // A later import without the status does not lift it.
+    crm.write(&ctx.store, &[rec("bob@example.com").first("Bob")])
+        .await
+        .unwrap();
+    let bob = contact(&ctx, "bob@example.com").await;
+    assert_eq!(bob.status, ContactStatus::Bounced);
+    assert_eq!(membership(&bob, "customers"), None);
+}
+
+async fn tags_reuse_and_lock_a_person_made_field(ctx: Ctx) {
+    let tag = personalization_tag("batchbook", "Company (HQ)");
+    assert_eq!(tag, "%BATCHBOOK_COMPANY_HQ%");
+    let made = ctx
+        .store
+        .create_field("Headquarters", &tag, CustomFieldType::Text)
+        .await
+        .unwrap();
+    assert_eq!(made.origin, FieldOrigin::Person);
+    assert!(!made.locked);
+
+    let bindings = ctx
+        .store
+        .ensure_custom_fields(&[
+            CustomFieldDef {
+                tag: tag.clone(),
+                label: "Company (HQ)".into(),
+                field_type: CustomFieldType::Number,
+                service: "batchbook".into(),
+            },
+            CustomFieldDef {
+                tag: personalization_tag("batchbook", "Company Affiliations"),
+                label: "Company Affiliations".into(),
+                field_type: CustomFieldType::List,
+                service: "batchbook".into(),
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(bindings[0].field_id, made.id);
+    assert_eq!(bindings[0].stored_type, CustomFieldType::Text);
+    assert_eq!(bindings[1].tag, "%BATCHBOOK_COMPANY_AFFILIATIONS%");
+    assert_eq!(bindings[1].stored_type, CustomFieldType::List);
+
+    let fields = ctx.store.fields().await.unwrap();
+    let reused = fields.iter().find(|f| f.tag == tag).unwrap();
+    assert!(reused.locked);
+    assert_eq!(reused.origin, FieldOrigin::Person);
+    assert_eq!(reused.label, "Headquarters");
+    let created = fields
+        .iter()
+        .find(|f| f.tag == "%BATCHBOOK_COMPANY_AFFILIATIONS%")
+        .unwrap();
+    assert_eq!(created.origin, FieldOrigin::Import);
+    assert_eq!(created.service.as_deref(), Some("batchbook"));
+    assert!(created.locked);
+
+    // The label can still change; the tag cannot.
+    let renamed = ctx
+        .store
+        .update_field(
+            &tag,
+            &FieldChange {
+                label: Some("Main office".into()),
+                tag: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(renamed.label, "Main office");
+    let refused = ctx
+        .store
+        .update_field(
+            &tag,
+            &FieldChange {
+                label: None,
+                tag: Some("%BATCHBOOK_HQ%".into()),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, StoreError::Refused(_)), "{refused}");
+    assert!(refused.to_string().contains("locked"), "{refused}");
+
+    // An unlocked person-made field may change its tag.
+    ctx.store
+        .create_field("Shoe size", "%SHOE_SIZE%", CustomFieldType::Number)
+        .await
+        .unwrap();
+    let moved = ctx
+        .store
+        .update_field(
+            "%SHOE_SIZE%",
+            &FieldChange {
+                label: None,
+                tag: Some("%SIZE_SHOE%".into()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved.tag, "%SIZE_SHOE%");
+    let duplicate = ctx
+        .store
+        .create_field("Again", "%SIZE_SHOE%", CustomFieldType::Text)
+        .await
+        .unwrap_err();
+    assert!(duplicate.to_string().contains("exists"), "{duplicate}");
+}
+
+async fn values_convert_to_the_existing_type_or_count_failures(ctx: Ctx) {
+    let tag = personalization_tag("crm", "Age");
+    ctx.store
+        .create_field("Age", &tag, CustomFieldType::Number)
+        .await
+        .unwrap();
+    let mut crm = importer(&ctx.store, "crm", "customers").await;
+    crm.fields = ctx
+        .store
+        .ensure_custom_fields(&[CustomFieldDef {
+            tag: tag.clone(),
+            label: "Age".into(),
+            field_type: CustomFieldType::Text,
+            service: "crm".into(),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(crm.fields[0].stored_type, CustomFieldType::Number);
+    let outcome = crm
+        .write(
+            &ctx.store,
+            &[
+                rec("ada@example.com").custom(0, FieldValue::Text(" 36 ".into())),
+                rec("bob@example.com").custom(0, FieldValue::Text("thirty".into())),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.field_failures, 1);
+    assert_eq!(outcome.created, 2);
+    assert_eq!(contact(&ctx, "ada@example.com").await.fields[0].value, "36");
+    assert!(contact(&ctx, "bob@example.com").await.fields.is_empty());
+}
+
+async fn field_values_remember_importer_and_run(ctx: Ctx) {
+    let def = CustomFieldDef {
+        tag: "%SHARED_TIER%".into(),
+        label: "Tier".into(),
+        field_type: CustomFieldType::Text,
+        service: "shared".into(),
+    };
+    let mut crm = importer(&ctx.store, "crm", "customers").await;
+    crm.fields = ctx
+        .store
+        .ensure_custom_fields(std::slice::from_ref(&def))
+        .await
+        .unwrap();
+    crm.write(
+        &ctx.store,
+        &[rec("ada@example.com").custom(0, FieldValue::Text("gold".into()))],
+    )
+    .await
+    .unwrap();
+    let value = &contact(&ctx, "ada@example.com").await.fields[0];
+    assert_eq!(value.importer.as_deref(), Some("crm"));
+    assert_eq!(value.run_id, Some(crm.run_id));
+    assert_eq!(value.tag, "%SHARED_TIER%");
+
+    let mut shop = importer(&ctx.store, "shop", "buyers").await;
+    shop.fields = ctx.store.ensure_custom_fields(&[def]).await.unwrap();
+    shop.write(
+        &ctx.store,
+        &[rec("ada@example.com").custom(0, FieldValue::Text("platinum".into()))],
+    )
+    .await
+    .unwrap();
+    let ada = contact(&ctx, "ada@example.com").await;
+    assert_eq!(ada.fields[0].value, "platinum");
+    assert_eq!(ada.fields[0].importer.as_deref(), Some("shop"));
+    assert_eq!(ada.fields[0].run_id, Some(shop.run_id));
+    let sources: Vec<&str> = ada.sources.iter().map(|s| s.importer.as_str()).collect();
+    assert_eq!(sources, ["crm", "shop"]);
+}
+
+async fn unchanged_hash_is_counted_and_nothing_rewritten(ctx: Ctx) {
+    let crm = importer(&ctx.store, "crm", "customers").await;
+    let page = [
+        rec("ada@example.com").first("Ada").external("1"),
+        rec("bob@example.com").first("Bob").external("2"),
+    ];
+    crm.write(&ctx.store, &page).await.unwrap();
+    let before = contact(&ctx, "ada@example.com").await;
+    let events = ctx.store.change_events(0, 1000).await.unwrap().len();
+    let outcome = crm.write(&ctx.store, &page).await.unwrap();
+    assert_eq!(outcome.unchanged, 2);
+    assert_eq!((outcome.created, outcome.updated), (0, 0));
+    let after = contact(&ctx, "ada@example.com").await;
+    assert_eq!(after, before, "nothing rewritten, not even times");
+    assert_eq!(
+        ctx.store.change_events(0, 1000).await.unwrap().len(),
+        events
+    );
+    assert_eq!(after.sources[0].external_id.as_deref(), Some("1"));
+    assert_eq!(after.sources[0].content_hash, page[0].content_hash);
+}
+
+async fn deleted_at_service_is_recorded_on_the_source(ctx: Ctx) {
+    let crm = importer(&ctx.store, "crm", "customers").await;
+    crm.write(
+        &ctx.store,
+        &[
+            rec("ada@example.com").external("41"),
+            rec("bob@example.com").external("42"),
+        ],
+    )
+    .await
+    .unwrap();
+    let outcome = crm
+        .write_with(
+            &ctx.store,
+            &[],
+            &["42".to_string(), "999".to_string()],
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.deleted, 1);
+    let bob = contact(&ctx, "bob@example.com").await;
+    assert!(bob.sources[0].deleted_at.is_some());
+    assert_eq!(bob.status, ContactStatus::Normal, "the contact is kept");
+    assert!(
+        contact(&ctx, "ada@example.com").await.sources[0]
+            .deleted_at
+            .is_none()
+    );
+    // Reappearing at the service clears the mark, even with the same content.
+    crm.write(&ctx.store, &[rec("bob@example.com").external("42")])
+        .await
+        .unwrap();
+    assert!(
+        contact(&ctx, "bob@example.com").await.sources[0]
+            .deleted_at
+            .is_none()
+    );
+}
+
+async fn change_events_describe_import_changes_without_notifying(ctx: Ctx) {
+    let mut crm = importer(&ctx.store, "crm", "customers").await;
+    crm.fields = ctx
+        .store
+        .ensure_custom_fields(&[CustomFieldDef {
+            tag: "%CRM_TIER%".into(),
+            label: "Tier".into(),
+            field_type: CustomFieldType::Text,
+            service: "crm".into(),
+        }])
+        .await
+        .unwrap();
+    crm.write(
+        &ctx.store,
+        &[rec("ada@example.com")
+            .first("Ada")
+            .custom(0, FieldValue::Text("gold".into()))],
+    )
+    .await
+    .unwrap();
+    crm.write(
+        &ctx.store,
+        &[rec("ada@example.com").first("Ada").last("Lovelace")],
+    )
+    .await
+    .unwrap();
+    let events = ctx.store.change_events(0, 100).await.unwrap();
+    let kinds: Vec<ChangeKind> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            ChangeKind::ContactCreated,
+            ChangeKind::MembershipChanged,
+            ChangeKind::ContactChanged
+        ]
+    );
+    for event in &events {
+        assert_eq!(event.origin, tributary::store::ChangeOrigin::Import);
+        assert!(!event.notify);
+        assert_eq!(event.importer.as_deref(), Some("crm"));
+        assert_eq!(event.run_id, Some(crm.run_id));
+        assert_eq!(event.email, "ada@example.com");
+    }
+    assert_eq!(events[0].changes["first_name"]["new"], "Ada");
+    assert_eq!(events[0].changes["%CRM_TIER%"]["new"], "gold");
+    assert_eq!(events[1].list_id, Some(crm.list_id));
+    assert_eq!(events[1].changes["status"]["new"], "active");
+    let changed = events[2].changes.as_object().unwrap();
+    assert_eq!(changed.keys().collect::<Vec<_>>(), ["last_name"]);
+    assert_eq!(changed["last_name"]["old"], serde_json::Value::Null);
+    assert_eq!(changed["last_name"]["new"], "Lovelace");
+    assert!(events.windows(2).all(|w| w[0].id < w[1].id));
+}
+
+async fn contacts_filter_by_list_and_email(ctx: Ctx) {
+    let crm = importer(&ctx.store, "crm", "customers").await;
+    let shop = importer(&ctx.store, "shop", "buyers").await;
+    crm.write(
+        &ctx.store,
+        &[rec("ada@example.com"), rec("bob@example.com")],
+    )
+    .await
+    .unwrap();
+    shop.write(&ctx.store, &[rec("cy@example.com")])
+        .await
+        .unwrap();
+    let in_list = |list: &str| ContactFilter {
+        list: Some(list.to_string()),
+        ..ContactFilter::default()
+    };
+    let emails =
+        |views: Vec<ContactView>| -> Vec<String> { views.into_iter().map(|v| v.email).collect() };
+    assert_eq!(
+        emails(ctx.store.contacts(&in_list("customers")).await.unwrap()),
+        ["ada@example.com", "bob@example.com"]
+    );
+    assert_eq!(
+        emails(ctx.store.contacts(&in_list("buyers")).await.unwrap()),
+        ["cy@example.com"]
+    );
+    assert_eq!(
+        emails(ctx.store.contacts(&ContactFilter::default()).await.unwrap()).len(),
+        3
+    );
+    let missing = ctx.store.contacts(&in_list("nope")).await.unwrap_err();
+    assert!(matches!(missing, StoreError::NotFound(_)), "{missing}");
+}
+
+async fn a_page_costs_the_same_statements_whatever_its_size(ctx: Ctx) {
+    let mut crm = importer(&ctx.store, "crm", "customers").await;
+    crm.fields = ctx
+        .store
+        .ensure_custom_fields(&[
+            CustomFieldDef {
+                tag: "%CRM_TIER%".into(),
+                label: "Tier".into(),
+                field_type: CustomFieldType::Text,
+                service: "crm".into(),
+            },
+            CustomFieldDef {
+                tag: "%CRM_SCORE%".into(),
+                label: "Score".into(),
+                field_type: CustomFieldType::Number,
+                service: "crm".into(),
+            },
+        ])
+        .await
+        .unwrap();
+    let page = |size: usize, prefix: &str, round: u32| -> Vec<_> {
+        (0..size)
+            .map(|i| {
+                rec(&format!("{prefix}{i}@example.com"))
+                    .first(&format!("First {i} {round}"))
+                    .last("Last")
+                    .external(&format!("{prefix}{i}"))
+                    .custom(0, FieldValue::Text(format!("tier {round}")))
+                    .custom(1, FieldValue::Number(f64::from(round)))
+            })
+            .collect()
+    };
+    let mut costs = Vec::new();
+    for size in [10, 2000] {
+        let prefix = format!("p{size}-");
+        let deleted: Vec<String> = (0..size).map(|i| format!("gone-{i}")).collect();
+        for round in 0..2 {
+            let records = page(size, &prefix, round);
+            let before = ctx.store.statements_executed();
+            let outcome = crm
+                .write_with(&ctx.store, &records, &deleted, &Default::default())
+                .await
+                .unwrap();
+            costs.push(ctx.store.statements_executed() - before);
+            if round == 0 {
+                assert_eq!(outcome.created, size as u64);
+            } else {
+                assert_eq!(outcome.updated, size as u64);
+            }
+        }
+    }
+    assert_eq!(costs[0], costs[2], "creating 10 vs 2000: {costs:?}");
+    assert_eq!(costs[1], costs[3], "updating 10 vs 2000: {costs:?}");
+    assert!(costs.iter().all(|&c| c <= 14), "{costs:?}");
+    assert_eq!(ctx.count("SELECT COUNT(*) FROM contacts").await, 2010);
+    assert_eq!(ctx.count("SELECT COUNT(*) FROM field_values").await, 4020);
+}
+
+on_both_backends!(
+    upsert_by_normalized_email_merges_page_duplicates,
+    empty_values_never_erase,
+    imports_add_members_but_never_reactivate,
+    bounced_or_globally_unsubscribed_never_made_active,
+    service_statuses_map_to_list_and_contact,
+    tags_reuse_and_lock_a_person_made_field,
+    values_convert_to_the_existing_type_or_count_failures,
+    field_values_remember_importer_and_run,
+    unchanged_hash_is_counted_and_nothing_rewritten,
+    deleted_at_service_is_recorded_on_the_source,
+    change_events_describe_import_changes_without_notifying,
+    contacts_filter_by_list_and_email,
+    a_page_costs_the_same_statements_whatever_its_size,
+);

@@ -1,0 +1,72 @@
+//! Migrations at start, refusal of a newer store, SQLite file settings.
+
+use std::os::unix::fs::PermissionsExt;
+
+use tributary::store::{self, Backend, StoreError, StoreOptions};
+
+use super::harness::{Ctx, on_both_backends};
+
+async fn migrations_apply_once_and_a_newer_store_is_refused(ctx: Ctx) {
+    assert_eq!(ctx.count("SELECT COUNT(*) FROM tributary_schema").await, 1);
+    // Opening again applies nothing twice.
+    ctx.reopen(ctx.options()).await.unwrap();
+    assert_eq!(ctx.count("SELECT COUNT(*) FROM tributary_schema").await, 1);
+
+    ctx.exec(
+        "INSERT INTO tributary_schema (version, description, checksum, applied_at)
+         VALUES (999, 'from the future', 'x', CURRENT_TIMESTAMP)",
+    )
+    .await;
+    let error = ctx.reopen(ctx.options()).await.err().unwrap();
+    assert!(
+        matches!(error, StoreError::TooNew { found: 999, .. }),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(message.contains("newer than this binary"), "{message}");
+    assert!(message.contains("upgrade tributary"), "{message}");
+}
+
+on_both_backends!(migrations_apply_once_and_a_newer_store_is_refused);
+
+#[tokio::test]
+async fn sqlite_store_and_key_file_are_owner_only_and_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state").join("tributary.db");
+    let url = format!("sqlite://{}", path.display());
+    let opened = store::open(&url, StoreOptions::default()).await.unwrap();
+    assert_eq!(opened.backend(), Backend::Sqlite);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "store file mode {mode:o}");
+    let key = path.with_file_name("tributary.db.key");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "key file mode {mode:o}");
+    assert_eq!(std::fs::read(&key).unwrap().len(), 64, "32 bytes as hex");
+
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(journal, "wal");
+}
+
+#[tokio::test]
+async fn unknown_schemes_and_memory_stores_are_refused_clearly() {
+    let error = store::open("mysql://x", StoreOptions::default())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("unsupported store url scheme `mysql`"),
+        "{error}"
+    );
+    let error = store::open("sqlite::memory:", StoreOptions::default())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("needs a file path"), "{error}");
+}

@@ -1,0 +1,340 @@
+//! Runs over time: first run then an incremental one, an empty account, a single page,
+//! page budgets that stop and resume, dry runs, and a run on PostgreSQL.
+
+use chrono::Duration;
+use tributary::engine::{PassKind, RunOptions};
+use tributary::store::RunOutcome;
+
+use super::assert_people;
+use super::fakes::{self, TOKEN};
+use crate::common::fake::{FakeService, Person, db, epoch, people};
+use crate::common::sync_env::{SyncEnv, emails, field};
+
+fn pipedrive_importer(env: &SyncEnv, base: &str, extra: &str) -> String {
+    format!(
+        "connector: pipedrive\ncredentials:\n  api_token: {}\nsettings:\n  base: \"{base}\"\nlist: People\n{extra}",
+        env.secret("pd", TOKEN)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_run_then_an_incremental_run() {
+    let shared = db(people(5));
+    let fake = FakeService::start(fakes::pipedrive(shared.clone())).await;
+    let env = SyncEnv::new();
+    env.connector("pipedrive", fakes::PIPEDRIVE_CONNECTOR);
+    env.importer(
+        "pd",
+        &pipedrive_importer(&env, &fake.base, "page_size: 2\npage_budget: 0\n"),
+    );
+
+    let first = env.run("pd").await.unwrap();
+    assert_eq!(first.pass, PassKind::First);
+    assert_eq!(first.outcome, RunOutcome::Completed);
+    assert_eq!(first.counts.created, 5);
+    let now_at_service = shared.lock().unwrap().clone();
+    assert_people(&env, "People", &now_at_service).await;
+    let state = env.store().await.importer_state("pd").await.unwrap();
+    assert_eq!(
+        state.checkpoint.watermark,
+        Some(epoch() + Duration::seconds(5))
+    );
+
+    // At the service: person 2 renamed, person 6 added, both updated later.
+    {
+        let mut people = shared.lock().unwrap();
+        people[1].first = "Renamed".into();
+        people[1].updated = epoch() + Duration::seconds(100);
+        people.push(Person {
+            id: 6,
+            email: Some("person6@example.com".into()),
+            first: "First6".into(),
+            last: "Last6".into(),
+            updated: epoch() + Duration::seconds(101),
+            tier: "gold".into(),
+            tags: vec![],
+        });
+    }
+    fake.clear();
+    let second = env.run("pd").await.unwrap();
+    assert_eq!(second.pass, PassKind::Incremental);
+    let requests = fake.requests();
+    assert_eq!(requests[0].q("updated_since"), Some("2024-05-01T10:00:05Z"));
+    // The service returns person 5 (at the watermark, inclusive), 2 and 6.
+    assert_eq!(second.counts.fetched, 3);
+    assert_eq!(
+        (
+            second.counts.created,
+            second.counts.updated,
+            second.counts.unchanged
+        ),
+        (1, 1, 1)
+    );
+    let now_at_service = shared.lock().unwrap().clone();
+    assert_people(&env, "People", &now_at_service).await;
+    let state = env.store().await.importer_state("pd").await.unwrap();
+    assert_eq!(
+        state.checkpoint.watermark,
+        Some(epoch() + Duration::seconds(101))
+    );
+    assert_eq!(state.checkpoint.position, None);
+    let runs = env.store().await.runs("pd", 10).await.unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].counts.created, 1);
+    assert_eq!(runs[1].counts.created, 5);
+    assert!(
+        runs.iter()
+            .all(|r| r.outcome == Some(RunOutcome::Completed))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_account_completes_with_nothing() {
+    let fake = FakeService::start(fakes::pipedrive(db(Vec::new()))).await;
+    let env = SyncEnv::new();
+    env.connector("pipedrive", fakes::PIPEDRIVE_CONNECTOR);
+    env.importer("pd", &pipedrive_importer(&env, &fake.base, ""));
+    let summary = env.run("pd").await.unwrap();
+    assert_eq!(summary.outcome, RunOutcome::Completed);
+    assert_eq!((summary.counts.pages, summary.counts.fetched), (1, 0));
+    assert_eq!(fake.count(), 1);
+    assert!(env.all_contacts().await.is_empty());
+    let state = env.store().await.importer_state("pd").await.unwrap();
+    assert_eq!(state.checkpoint.position, None);
+    assert_eq!(state.checkpoint.watermark, None);
+    assert!(state.checkpoint.last_full_refresh.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_page() {
+    let people = people(3);
+    let fake = FakeService::start(fakes::pipedrive(db(people.clone()))).await;
+    let env = SyncEnv::new();
+    env.connector("pipedrive", fakes::PIPEDRIVE_CONNECTOR);
+    env.importer("pd", &pipedrive_importer(&env, &fake.base, ""));
+    let summary = env.run("pd").await.unwrap();
+    assert_eq!((summary.counts.pages, summary.counts.created), (1, 3));
+    assert_eq!(fake.count(), 1);
+    assert_eq!(
+        fake.requests()[0].q("limit"),
+        Some("100"),
+        "the connector's default"
+    );
+    assert_people(&env, "People", &people).await;
+}
+
+/// The example the issue names: 3,500 contacts, 1,000 per page, a budget of one page per
+/// run: four runs import everyone, each continuing where the last stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_of_one_page_imports_3500_in_four_runs() {
+    let people = people(3500);
+    let fake = FakeService::start(fakes::mailchimp(db(people.clone()))).await;
+    let env = SyncEnv::new();
+    env.connector("mailchimp", fakes::MAILCHIMP_CONNECTOR);
+    env.importer(
+        "mc",
+        &format!(
+            "connector: mailchimp\ncredentials:\n  api_token: {}\nsettings:\n  base: \"{}\"\nlist: People\npage_size: 1000\npage_budget: 1\n",
+            env.secret("mc", TOKEN),
+            fake.base
+        ),
+    );
+    let mut stored_after = Vec::new();
+    let mut outcomes = Vec::new();
+    for _ in 0..4 {
+        let summary = env.run("mc").await.unwrap();
+        outcomes.push(summary.outcome);
+        stored_after.push(env.contacts("People").await.len());
+    }
+    assert_eq!(
+        outcomes,
+        vec![
+            RunOutcome::Partial,
+            RunOutcome::Partial,
+            RunOutcome::Partial,
+            RunOutcome::Completed
+        ]
+    );
+    assert_eq!(stored_after, vec![1000, 2000, 3000, 3500]);
+    let offsets: Vec<String> = fake
+        .requests()
+        .iter()
+        .map(|r| r.q("offset").unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        offsets,
+        vec!["0", "1000", "2000", "3000"],
+        "no page read twice"
+    );
+    let stored = env.contacts("People").await;
+    let mut want: Vec<String> = people.iter().map(|p| p.email.clone().unwrap()).collect();
+    want.sort();
+    assert_eq!(emails(&stored), want);
+    let p1234 = stored
+        .iter()
+        .find(|c| c.email == "person1234@example.com")
+        .unwrap();
+    assert_eq!(p1234.last_name.as_deref(), Some("Last1234"));
+    assert_eq!(field(p1234, "%MAILCHIMP_TIER%"), Some("gold"));
+    let state = env.store().await.importer_state("mc").await.unwrap();
+    assert_eq!(state.checkpoint.position, None);
+    assert_eq!(state.checkpoint.watermark, Some(people[3499].updated));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_writes_nothing() {
+    let people = people(5);
+    let fake = FakeService::start(fakes::pipedrive(db(people.clone()))).await;
+    let env = SyncEnv::new();
+    env.connector("pipedrive", fakes::PIPEDRIVE_CONNECTOR);
+    env.importer(
+        "pd",
+        &pipedrive_importer(&env, &fake.base, "page_size: 2\n"),
+    );
+    let summary = env
+        .run_with(
+            "pd",
+            RunOptions {
+                dry_run: true,
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(fake.count(), 1, "a dry run reads the first page");
+    let dry = summary.dry_run.expect("dry-run report");
+    let mapped: Vec<&str> = dry.contacts.iter().map(|c| c.email.as_str()).collect();
+    assert_eq!(mapped, vec!["person1@example.com", "person2@example.com"]);
+    assert_eq!(dry.contacts[0].first_name.as_deref(), Some("First1"));
+    assert_eq!(
+        dry.fields[dry.contacts[0].custom_values[0].field].tag,
+        "%PIPEDRIVE_TIER%"
+    );
+    assert_eq!(dry.requests.len(), 1);
+    assert!(
+        dry.requests[0].contains("x-api-token: ****"),
+        "{}",
+        dry.requests[0]
+    );
+    assert!(!dry.requests[0].contains(TOKEN));
+    assert_eq!(summary.run_id, None);
+
+    let store = env.store().await;
+    assert!(env.all_contacts().await.is_empty());
+    let state = store.importer_state("pd").await.unwrap();
+    assert_eq!(state.checkpoint, Default::default(), "no checkpoint");
+    assert!(
+        store.runs("pd", 5).await.unwrap().is_empty(),
+        "no run history"
+    );
+    assert!(
+        store.fields().await.unwrap().is_empty(),
+        "no custom field created"
+    );
+}
+
+/// A fresh PostgreSQL database on the shared test server. Fails (never skips) when the
+/// server cannot be reached.
+async fn fresh_pg_database() -> String {
+    use sqlx::Connection as _;
+    let base = std::env::var("TRIBUTARY_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {base} is needed: {e}"));
+    let name = format!("engine_{}_{}", std::process::id(), rand::random::<u32>());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let mut url = url::Url::parse(&base).unwrap();
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_and_incremental_runs_on_postgresql() {
+    let shared = db(people(5));
+    // A duplicate email inside one page: PostgreSQL's upsert must not see it twice.
+    shared.lock().unwrap()[1].email = Some("PERSON1@example.com".into());
+    let fake = FakeService::start(fakes::pipedrive(shared.clone())).await;
+    let env = SyncEnv::with_store(tempfile::tempdir().unwrap(), fresh_pg_database().await);
+    env.connector("pipedrive", fakes::PIPEDRIVE_CONNECTOR);
+    env.importer(
+        "pd",
+        &pipedrive_importer(&env, &fake.base, "page_size: 2\npage_budget: 0\n"),
+    );
+    let first = env.run("pd").await.unwrap();
+    assert_eq!(first.outcome, RunOutcome::Completed);
+    let stored = env.contacts("People").await;
+    assert_eq!(
+        emails(&stored),
+        vec![
+            "person1@example.com",
+            "person3@example.com",
+            "person4@example.com",
+            "person5@example.com"
+        ]
+    );
+    assert_eq!(
+        stored[0].first_name.as_deref(),
+        Some("First2"),
+        "last record wins"
+    );
+    shared.lock().unwrap()[4].last = "Changed".into();
+    shared.lock().unwrap()[4].updated = epoch() + Duration::seconds(50);
+    let second = env.run("pd").await.unwrap();
+    assert_eq!(second.pass, PassKind::Incremental);
+    let stored = env.contacts("People").await;
+    let five = stored
+        .iter()
+        .find(|c| c.email == "person5@example.com")
+        .unwrap();
+    assert_eq!(five.last_name.as_deref(), Some("Changed"));
+    assert_eq!(field(five, "%PIPEDRIVE_TIER%"), Some("silver"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_and_client_side_filters_apply() {
+    let people = people(6);
+    let fake = FakeService::start(fakes::pipedrive(db(people.clone()))).await;
+    let env = SyncEnv::new();
+    let connector = fakes::PIPEDRIVE_CONNECTOR.replace(
+        "      sort_by: update_time\n",
+        "      sort_by: update_time\n      owner_id: \"{{filters.owner}}\"\n      org_id: \"{{filters.org}}\"\n",
+    ) + r#"
+filters:
+  owner: {type: integer, apply: {at: server}}
+  org: {type: integer, apply: {at: server}}
+  tier: {type: string, apply: {at: client, field: Tier, op: equals}}
+  label: {type: string, apply: {at: client, field: Labels, op: contains}}
+"#;
+    env.connector("pipedrive", &connector);
+    env.importer(
+        "pd",
+        &pipedrive_importer(
+            &env,
+            &fake.base,
+            "filters:\n  owner: 11\n  tier: GOLD\n  label: t0\n",
+        ),
+    );
+    let summary = env.run("pd").await.unwrap();
+    let request = &fake.requests()[0];
+    assert_eq!(
+        request.q("owner_id"),
+        Some("11"),
+        "server-side filter in the request"
+    );
+    assert_eq!(
+        request.q("org_id"),
+        None,
+        "a filter the importer does not set is omitted"
+    );
+    // Gold are the even ids; label t0 is ids divisible by 3: only person 6 passes both.
+    assert_eq!(
+        emails(&env.contacts("People").await),
+        vec!["person6@example.com"]
+    );
+    assert_eq!(summary.counts.skipped, 5);
+    assert_eq!(summary.counts.fetched, 6);
+}
