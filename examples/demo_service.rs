@@ -23,9 +23,19 @@ use serde_json::{Value, json};
 /// The token the demo importer sends (from `$DEMO_API_TOKEN`).
 const TOKEN: &str = "demo-token";
 
-const FIRST: &[&str] = &["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken"];
-const LAST: &[&str] = &["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen"];
-const ORGS: &[&str] = &["Analytical Engines", "Compilers Inc", "Bletchley", "Mathematisch Centrum"];
+const FIRST: &[&str] = &[
+    "Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken",
+];
+const LAST: &[&str] = &[
+    "Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen",
+];
+const SEGMENTS: &[&str] = &["Gold", "Silver", "Bronze"];
+const ORGS: &[&str] = &[
+    "Analytical Engines",
+    "Compilers Inc",
+    "Bletchley",
+    "Mathematisch Centrum",
+];
 
 struct Person {
     record: Value,
@@ -62,7 +72,7 @@ fn people(count: usize) -> Vec<Person> {
                 "is_deleted": false,
                 "add_time": "2025-12-01T00:00:00Z",
                 "update_time": updated.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                "custom_fields": {"segment": ["Gold", "Silver", "Bronze"][i % 3], "score": i % 100}
+                "custom_fields": {"segment": SEGMENTS[i % SEGMENTS.len()], "score": i % 100}
             });
             Person { record, updated }
         })
@@ -75,11 +85,21 @@ async fn persons(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     if headers.get("x-api-token").and_then(|v| v.to_str().ok()) != Some(TOKEN) {
-        return (StatusCode::UNAUTHORIZED, Json(json!({"success": false, "error": "unauthorized"})))
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"success": false, "error": "unauthorized"})),
+        )
             .into_response();
     }
-    let limit: usize = query.get("limit").and_then(|v| v.parse().ok()).unwrap_or(100).min(500);
-    let start: usize = query.get("cursor").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let limit: usize = query
+        .get("limit")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
+        .min(500);
+    let start: usize = query
+        .get("cursor")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let since = query
         .get("updated_since")
         .and_then(|v| DateTime::parse_from_rfc3339(v).ok());
@@ -87,7 +107,12 @@ async fn persons(
         .iter()
         .filter(|p| since.is_none_or(|s| p.updated >= s))
         .collect();
-    let page: Vec<&Value> = matching.iter().skip(start).take(limit).map(|p| &p.record).collect();
+    let page: Vec<&Value> = matching
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(|p| &p.record)
+        .collect();
     let next = start + page.len();
     let next_cursor = (next < matching.len()).then(|| next.to_string());
     Json(json!({"success": true, "data": page, "additional_data": {"next_cursor": next_cursor}}))

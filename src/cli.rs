@@ -24,10 +24,10 @@ pub enum Command {
     Validate(crate::commands::validate::ValidateArgs),
     /// Print the JSON Schemas of the three file kinds.
     Schema(crate::commands::schema::SchemaArgs),
-    /// Run one importer now and print a summary (`--dry-run`: show, write nothing).
-    Run(crate::commands::run::RunArgs),
     /// List, create and rename custom fields.
     Fields(crate::commands::fields::FieldsArgs),
     /// Show imported contacts; record unsubscribes and bounces.
     Contacts(crate::commands::contacts::ContactsArgs),
+    /// Run one importer now and print a summary (`--dry-run`: show, write nothing).
+    Run(crate::commands::run::RunArgs),
 }

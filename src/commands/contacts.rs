@@ -11,6 +11,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::cli::Cli;
+use crate::config::load;
 use crate::config::spec::DaemonConfigSpec;
 use crate::store::{
     self, ContactFilter, ContactView, DEFAULT_RETENTION, Store, StoreOptions, UnsubscribeScope,
@@ -193,22 +194,52 @@ fn shown_url(url: &str) -> String {
     }
 }
 
-/// Reads the store URL and retention from the daemon config.
+/// The store URL and retention the daemon would use: taken from the loaded plan, so the
+/// CLI and the service resolve `store:` the same way. When connector or importer files
+/// have errors (which must not keep an admin from looking at contacts), the daemon config
+/// alone is read, with a warning.
 fn store_settings(flag: Option<&Path>) -> anyhow::Result<(String, std::time::Duration)> {
-    let path = locate_config(flag);
-    let spec: DaemonConfigSpec = match std::fs::read_to_string(&path) {
+    let path = load::locate_config(flag);
+    let diagnostics = match load::load_plan(&path) {
+        Ok(plan) => return Ok((plan.daemon.store_url, plan.daemon.retention)),
+        Err(diagnostics) => diagnostics,
+    };
+    let own = |d: &crate::config::diagnostic::Diagnostic| {
+        d.is_error() && path.file_name().is_some_and(|name| d.file.ends_with(name))
+    };
+    if diagnostics.iter().any(own) {
+        let text: Vec<String> = diagnostics
+            .iter()
+            .filter(|d| own(d))
+            .map(ToString::to_string)
+            .collect();
+        anyhow::bail!("the daemon config has errors:\n{}", text.join("\n"));
+    }
+    eprintln!(
+        "warning: connector or importer files have errors (see `tributary validate`); reading the store named by {}",
+        path.display()
+    );
+    daemon_only_settings(&path, flag.is_none())
+}
+
+fn daemon_only_settings(
+    path: &Path,
+    may_be_missing: bool,
+) -> anyhow::Result<(String, std::time::Duration)> {
+    let spec: DaemonConfigSpec = match std::fs::read_to_string(path) {
         Ok(text) if text.trim().is_empty() => DaemonConfigSpec::default(),
-        Ok(text) => {
-            serde_yaml::from_str(&text).with_context(|| format!("reading {}", path.display()))?
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound && flag.is_none() => {
+        Ok(text) => load::parse_yaml(&text, path).map_err(|diagnostics| {
+            let text: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!(text.join("\n"))
+        })?,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound && may_be_missing => {
             DaemonConfigSpec::default()
         }
         Err(error) => {
             return Err(error).with_context(|| format!("reading {}", path.display()));
         }
     };
-    let root = std::path::absolute(&path)
+    let root = std::path::absolute(path)
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| PathBuf::from("."));
@@ -225,21 +256,4 @@ fn store_settings(flag: Option<&Path>) -> anyhow::Result<(String, std::time::Dur
         .as_ref()
         .map_or(DEFAULT_RETENTION, |d| d.get());
     Ok((url, retention))
-}
-
-/// `--config`, then `$TRIBUTARY_CONFIG`, then `./tributary.yaml`, then
-/// `/etc/tributary/tributary.yaml`.
-fn locate_config(flag: Option<&Path>) -> PathBuf {
-    if let Some(flag) = flag {
-        return flag.to_path_buf();
-    }
-    if let Some(env) = std::env::var_os("TRIBUTARY_CONFIG").filter(|v| !v.is_empty()) {
-        return PathBuf::from(env);
-    }
-    let local = PathBuf::from("tributary.yaml");
-    let system = PathBuf::from("/etc/tributary/tributary.yaml");
-    if !local.exists() && system.exists() {
-        return system;
-    }
-    local
 }

@@ -408,6 +408,13 @@ pub fn plan_page(
             });
         }
     }
+    // Rows in email order: two concurrent pages touching the same contacts then lock
+    // them in the same order (PostgreSQL), instead of deadlocking.
+    plan.contacts.sort_unstable_by(|a, b| {
+        prepared.records[a.contact]
+            .email
+            .cmp(&prepared.records[b.contact].email)
+    });
     plan
 }
 

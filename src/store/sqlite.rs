@@ -688,19 +688,19 @@ impl Store for SqliteStore {
             .collect();
 
         if !plan.contacts.is_empty() {
-            let rows: Vec<Value> = plan
+            let rows: Vec<_> = plan
                 .contacts
                 .iter()
                 .map(|row| {
                     let r = &prepared.records[row.contact];
-                    json!([
-                        r.email,
-                        r.first_name,
-                        r.last_name,
-                        r.phone,
-                        r.organization,
-                        row.status.as_str()
-                    ])
+                    (
+                        &r.email,
+                        &r.first_name,
+                        &r.last_name,
+                        &r.phone,
+                        &r.organization,
+                        row.status.as_str(),
+                    )
                 })
                 .collect();
             let returned = self
@@ -756,9 +756,9 @@ impl Store for SqliteStore {
                 .iter()
                 .map(|&i| {
                     let r = &prepared.records[i];
-                    Ok(json!([id_of(i)?, r.external_id, r.content_hash]))
+                    Ok((id_of(i)?, &r.external_id, &r.content_hash))
                 })
-                .collect::<StoreResult<Vec<Value>>>()?;
+                .collect::<StoreResult<Vec<_>>>()?;
             self.q(
                 "INSERT INTO contact_sources (importer, contact_id, external_id, content_hash,
                     list_id, run_id, first_seen_at, written_at, deleted_at)
@@ -783,8 +783,8 @@ impl Store for SqliteStore {
             let rows = plan
                 .memberships
                 .iter()
-                .map(|m| Ok(json!([id_of(m.contact)?, m.status.as_str()])))
-                .collect::<StoreResult<Vec<Value>>>()?;
+                .map(|m| Ok((id_of(m.contact)?, m.status.as_str())))
+                .collect::<StoreResult<Vec<_>>>()?;
             // The rules are enforced here too, not only in the plan: a contact bounced or
             // unsubscribed concurrently is never made active, an unsubscribed membership
             // never re-activated.
@@ -812,8 +812,8 @@ impl Store for SqliteStore {
             let rows = plan
                 .values
                 .iter()
-                .map(|v| Ok(json!([id_of(v.contact)?, v.field_id, v.value])))
-                .collect::<StoreResult<Vec<Value>>>()?;
+                .map(|v| Ok((id_of(v.contact)?, v.field_id, &v.value)))
+                .collect::<StoreResult<Vec<_>>>()?;
             self.q(
                 "INSERT INTO field_values (contact_id, field_id, value, importer, run_id,
                     updated_at)
@@ -836,20 +836,20 @@ impl Store for SqliteStore {
                 .events
                 .iter()
                 .map(|e| {
-                    Ok(json!([
+                    Ok((
                         e.kind.as_str(),
                         id_of(e.contact)?,
-                        prepared.records[e.contact].email,
+                        &prepared.records[e.contact].email,
                         e.list_id,
-                        e.changes
-                    ]))
+                        to_json(&e.changes)?,
+                    ))
                 })
-                .collect::<StoreResult<Vec<Value>>>()?;
+                .collect::<StoreResult<Vec<_>>>()?;
             self.q(
                 "INSERT INTO change_events (at, kind, contact_id, email, list_id, origin, notify,
                     importer, run_id, changes)
                  SELECT ?1, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3,
-                    'import', 0, ?2, ?3, j.value -> 4
+                    'import', 0, ?2, ?3, j.value ->> 4
                  FROM json_each(?4) j",
             )
             .bind(&now_text)

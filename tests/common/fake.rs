@@ -165,6 +165,8 @@ pub struct Person {
     pub tier: String,
     /// Tags.
     pub tags: Vec<String>,
+    /// Marked deleted at the service.
+    pub deleted: bool,
 }
 
 /// The fixed time fake data starts at.
@@ -183,6 +185,7 @@ pub fn people(n: usize) -> Vec<Person> {
             updated: epoch() + Duration::seconds(i as i64),
             tier: if i % 2 == 0 { "gold" } else { "silver" }.to_string(),
             tags: vec!["vip".into(), format!("t{}", i % 3)],
+            deleted: false,
         })
         .collect()
 }

@@ -180,3 +180,28 @@ on_both_backends!(
     fields_commands_list_create_and_rename,
     contacts_commands_show_unsubscribe_and_bounce,
 );
+
+async fn broken_importer_files_do_not_hide_the_store(ctx: Ctx) {
+    let config = config(&ctx);
+    let importers = ctx.dir.path().join("importers.d");
+    std::fs::create_dir_all(&importers).unwrap();
+    std::fs::write(importers.join("broken.yaml"), "connector: [unclosed\n").unwrap();
+    let crm = importer(&ctx.store, "crm", "customers").await;
+    crm.write(&ctx.store, &[rec("ada@example.com")])
+        .await
+        .unwrap();
+    let output = tributary(&config, &["contacts"]);
+    let out = stdout(&output);
+    assert!(out.contains("ada@example.com"), "{out}");
+    let warning = String::from_utf8_lossy(&output.stderr);
+    assert!(warning.contains("tributary validate"), "{warning}");
+
+    // A broken daemon config is an error, not a guess at another store.
+    std::fs::write(&config, "store: [unclosed\n").unwrap();
+    let output = tributary(&config, &["contacts"]);
+    assert!(!output.status.success());
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains("tributary.yaml"), "{message}");
+}
+
+on_both_backends!(broken_importer_files_do_not_hide_the_store);

@@ -5,6 +5,7 @@ mod cli;
 mod harness;
 mod history;
 mod lease;
+mod perf;
 mod rules;
 mod schema;
 mod tokens;

@@ -76,6 +76,7 @@ pub fn pipedrive_person(p: &Person) -> Value {
         "update_time": rfc(p.updated),
         "custom_fields": {"tier": p.tier},
         "labels": p.tags,
+        "is_deleted": p.deleted,
     })
 }
 

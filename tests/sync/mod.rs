@@ -6,6 +6,7 @@ mod auth;
 mod bad_data;
 mod cli;
 mod fakes;
+mod passes;
 mod runs;
 mod styles;
 

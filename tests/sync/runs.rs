@@ -53,6 +53,7 @@ async fn first_run_then_an_incremental_run() {
             updated: epoch() + Duration::seconds(101),
             tier: "gold".into(),
             tags: vec![],
+            deleted: false,
         });
     }
     fake.clear();
