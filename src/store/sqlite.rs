@@ -145,6 +145,12 @@ impl SqliteStore {
         &self.path
     }
 
+    /// The connection pool, for checks of its settings (tests, diagnostics); writes go
+    /// through the trait so that the rules apply.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     fn q(&self, sql: &'static str) -> Query {
         self.statements.fetch_add(1, Ordering::Relaxed);
         sqlx::query(sql)

@@ -50,6 +50,22 @@ async fn sqlite_store_and_key_file_are_owner_only_and_wal() {
         .await
         .unwrap();
     assert_eq!(journal, "wal");
+    let concrete = tributary::store::sqlite::SqliteStore::open(&url, StoreOptions::default())
+        .await
+        .unwrap();
+    let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(concrete.pool())
+        .await
+        .unwrap();
+    assert_eq!(synchronous, 1, "NORMAL on the store's connections");
+
+    // The WAL and shared-memory files SQLite creates inherit the owner-only mode.
+    opened.ensure_list("customers").await.unwrap();
+    for suffix in ["-wal", "-shm"] {
+        let side = path.with_file_name(format!("tributary.db{suffix}"));
+        let mode = std::fs::metadata(&side).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{suffix} mode {mode:o}");
+    }
 }
 
 #[tokio::test]

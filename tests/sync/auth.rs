@@ -23,6 +23,7 @@ use crate::common::sync_env::{SyncEnv, emails};
 struct Oauth {
     refresh: String,
     access: String,
+    api_domain: String,
     issued: u32,
     received: Vec<String>,
 }
@@ -52,7 +53,7 @@ async fn token(
     o.access = format!("at-{}", o.issued);
     o.refresh = format!("rt-{}", o.issued);
     axum::Json(json!({"access_token": o.access, "refresh_token": o.refresh,
-                      "api_domain": "https://www.zohoapis.eu", "token_type": "Bearer", "expires_in": 3600}))
+                      "api_domain": o.api_domain, "token_type": "Bearer", "expires_in": 3600}))
     .into_response()
 }
 
@@ -99,7 +100,7 @@ async fn contacts(
 
 const ZOHO: &str = r#"
 spec_version: 1
-base_url: "{{settings.base}}/crm/v7"
+base_url: "{{token.api_domain}}/crm/v7"
 settings:
   base: {}
 auth:
@@ -138,11 +139,15 @@ async fn oauth2_rotated_refresh_tokens_are_kept_and_304_ends_a_pass() {
         ..Oauth::default()
     }));
     let shared: Shared = (db(people(3)), oauth.clone());
-    let router = Router::new()
-        .route("/oauth/v2/token", post(token))
-        .route("/crm/v7/Contacts", get(contacts))
-        .with_state(shared);
-    let fake = FakeService::start(router).await;
+    // The API host comes from the token response (`token.api_domain`), as Zoho's does.
+    let fake = FakeService::start_with(|base| {
+        oauth.lock().unwrap().api_domain = base;
+        Router::new()
+            .route("/oauth/v2/token", post(token))
+            .route("/crm/v7/Contacts", get(contacts))
+            .with_state(shared)
+    })
+    .await;
     let env = SyncEnv::new();
     env.connector("zoho", ZOHO);
     env.importer(

@@ -198,3 +198,53 @@ async fn a_custom_value_that_does_not_parse_is_counted_and_the_rest_kept() {
     assert_eq!(field(&stored[1], "%ITEMS_SCORE%"), None);
     assert_eq!(field(&stored[1], "%ITEMS_SINCE%"), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_and_429_are_retried_a_few_times() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let router = Router::new().route(
+        "/items",
+        get(move |Query(q): Query<HashMap<String, String>>| {
+            let counter = counter.clone();
+            async move {
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                match (q.get("page").map(String::as_str), n) {
+                    (Some("1"), 0) => {
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy").into_response()
+                    }
+                    (Some("1"), 1) => (
+                        axum::http::StatusCode::TOO_MANY_REQUESTS,
+                        [("retry-after", "0")],
+                        "slow down",
+                    )
+                        .into_response(),
+                    (Some("1"), _) => {
+                        axum::Json(json!({"data": [{"email": "a@example.com"}]})).into_response()
+                    }
+                    (Some("2"), _) => (
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("stack trace mentioning {TOKEN}"),
+                    )
+                        .into_response(),
+                    _ => axum::Json(json!({"data": []})).into_response(),
+                }
+            }
+        }),
+    );
+    let fake = FakeService::start(router).await;
+    let env = SyncEnv::new();
+    env.connector("items", ITEMS_CONNECTOR);
+    env.importer("it", &items_importer(&env, &fake.base));
+    let error = env.run("it").await.unwrap_err().to_string();
+    // Page 1: 503, 429, then data. Page 2: three 500s, then the run fails.
+    assert_eq!(calls.load(Ordering::SeqCst), 6);
+    assert!(error.contains("answered HTTP 500"), "{error}");
+    assert!(!error.contains(TOKEN), "{error}");
+    assert!(error.contains("api_token=****"), "{error}");
+    assert_eq!(
+        emails(&env.contacts("People").await),
+        vec!["a@example.com"],
+        "page 1 committed"
+    );
+}

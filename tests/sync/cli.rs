@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::process::Output;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use axum::Router;
 use axum::extract::Query;
@@ -114,21 +114,30 @@ async fn an_unknown_importer_and_a_bad_config_are_reported() {
     );
 }
 
-/// Two `tributary run` processes of one importer at once: one runs, the other refuses
-/// (exit 75) without fetching or writing anything.
+/// Two `tributary run` processes of one importer at once: the second, started while the
+/// first is in the middle of its pass, refuses (exit 75) without fetching or writing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_concurrent_runs_never_both_write() {
     let calls = Arc::new(AtomicUsize::new(0));
+    let second_done = Arc::new(AtomicBool::new(false));
     let counter = calls.clone();
+    let gate = second_done.clone();
     let router = Router::new().route(
         "/items",
         get(move |Query(q): Query<HashMap<String, String>>| {
             let counter = counter.clone();
+            let gate = gate.clone();
             async move {
                 counter.fetch_add(1, Ordering::SeqCst);
-                // Slow pages keep the first run going while the second starts.
-                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
                 let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+                // The first run stays in the middle of its pass until the second one has
+                // come and gone (at most 30 s).
+                for _ in 0..600 {
+                    if page < 2 || gate.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
                 let data: Vec<serde_json::Value> = if page <= 4 {
                     vec![json!({"email": format!("p{page}@example.com")})]
                 } else {
@@ -168,22 +177,40 @@ sync:
     );
     // Create the store first so both processes open an existing one.
     drop(env.store().await);
-    let (a, b) = tokio::join!(
-        tributary(&env, &["run", "sl"]),
-        tributary(&env, &["run", "sl"])
-    );
-    let mut codes = vec![a.status.code(), b.status.code()];
-    codes.sort();
+    let first = tokio::spawn({
+        let config = env.config.clone();
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+                .arg("--config")
+                .arg(config)
+                .args(["run", "sl"])
+                .output()
+                .await
+                .unwrap()
+        }
+    });
+    // Once the first run fetches, it holds the lease.
+    while calls.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let b = tributary(&env, &["run", "sl"]).await;
+    second_done.store(true, Ordering::SeqCst);
+    let a = first.await.unwrap();
     assert_eq!(
-        codes,
-        vec![Some(0), Some(75)],
-        "a: {} {}\nb: {} {}",
+        a.status.code(),
+        Some(0),
+        "{} {}",
         text(&a.stdout),
-        text(&a.stderr),
+        text(&a.stderr)
+    );
+    assert_eq!(
+        b.status.code(),
+        Some(75),
+        "{} {}",
         text(&b.stdout),
         text(&b.stderr)
     );
-    let refused = if a.status.code() == Some(75) { &a } else { &b };
+    let refused = &b;
     assert!(
         text(&refused.stderr).contains("being run by another process"),
         "{}",
