@@ -37,6 +37,9 @@ pub struct RunArgs {
     /// another process to finish, instead of refusing at once.
     #[arg(long, value_parser = IsoDuration::parse)]
     pub wait: Option<IsoDuration>,
+    /// Start a new full pass now (everyone, no updated-since), dropping a saved position.
+    #[arg(long)]
+    pub full_refresh: bool,
 }
 
 /// Runs `run`.
@@ -108,6 +111,7 @@ pub fn execute(cli: &crate::cli::Cli, args: &RunArgs) -> anyhow::Result<i32> {
         dry_run_pages: args.pages.max(1),
         lease_ttl: plan.daemon.lease,
         lease_wait: args.wait.as_ref().map(IsoDuration::get).unwrap_or_default(),
+        full_refresh: args.full_refresh,
         progress,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -40,6 +40,9 @@ pub struct RunOptions {
     pub lease_ttl: Duration,
     /// How long to wait for a lease another run holds; zero refuses at once.
     pub lease_wait: Duration,
+    /// Start a new full pass now, whatever the schedule says, dropping a saved position:
+    /// how a person re-reads everything after fixing a connector's mapping.
+    pub full_refresh: bool,
     /// Called after each page (live progress on a terminal).
     pub progress: Option<ProgressFn>,
 }
@@ -51,6 +54,7 @@ impl Default for RunOptions {
             dry_run_pages: 1,
             lease_ttl: Duration::from_secs(300),
             lease_wait: Duration::ZERO,
+            full_refresh: false,
             progress: None,
         }
     }
@@ -62,6 +66,7 @@ impl std::fmt::Debug for RunOptions {
             .field("dry_run", &self.dry_run)
             .field("dry_run_pages", &self.dry_run_pages)
             .field("lease_ttl", &self.lease_ttl)
+            .field("full_refresh", &self.full_refresh)
             .field("lease_wait", &self.lease_wait)
             .finish_non_exhaustive()
     }
@@ -393,11 +398,17 @@ impl Run {
             _ => None,
         };
         // A dry run shows the first pages of a pass, never the middle of one.
-        let resume = if self.options.dry_run { None } else { resume };
+        // A forced full refresh starts a new pass too.
+        let resume = if self.options.dry_run || self.options.full_refresh {
+            None
+        } else {
+            resume
+        };
         let resumed = resume.is_some();
         if !resumed {
             let first = checkpoint.watermark.is_none() && checkpoint.last_full_refresh.is_none();
             let full = first
+                || self.options.full_refresh
                 || match &connector.sync {
                     Sync::FullRefresh { .. } => true,
                     Sync::Incremental {

@@ -685,3 +685,51 @@ sync:
     );
     assert!(dry.requests[0].contains("****"), "{}", dry.requests[0]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_full_refresh_rereads_everyone_from_the_first_page() {
+    let shared = db(people(5));
+    let fake = FakeService::start(fakes::pipedrive(shared.clone())).await;
+    let env = SyncEnv::new();
+    env.connector("pipedrive", fakes::PIPEDRIVE_CONNECTOR);
+    env.importer(
+        "pd",
+        &pipedrive_importer(&env, &fake.base, "page_size: 2\npage_budget: 1\n"),
+    );
+
+    // A first pass stopped by its budget after one page leaves a saved position.
+    let first = env.run("pd").await.unwrap();
+    assert_eq!(first.outcome, RunOutcome::Partial);
+    let saved = env.store().await.importer_state("pd").await.unwrap();
+    assert!(saved.checkpoint.position.is_some());
+
+    // Forced: the saved position is dropped and the pass starts again at the first page,
+    // with no updated-since parameter.
+    fake.clear();
+    let options = RunOptions {
+        full_refresh: true,
+        ..RunOptions::default()
+    };
+    let forced = env.run_with("pd", options).await.unwrap();
+    assert_eq!(forced.outcome, RunOutcome::Partial);
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].q("cursor"), None);
+    assert_eq!(requests[0].q("updated_since"), None);
+    assert_eq!(forced.counts.fetched, 2);
+    assert_eq!(forced.counts.unchanged, 2);
+
+    // Finishing that pass records it as a full refresh and sets the watermark.
+    for _ in 0..3 {
+        env.run("pd").await.unwrap();
+    }
+    let state = env.store().await.importer_state("pd").await.unwrap();
+    assert!(state.checkpoint.last_full_refresh.is_some());
+    assert_eq!(state.checkpoint.position, None);
+    assert_eq!(
+        state.checkpoint.watermark,
+        Some(epoch() + Duration::seconds(5))
+    );
+    let now_at_service = shared.lock().unwrap().clone();
+    assert_people(&env, "People", &now_at_service).await;
+}
