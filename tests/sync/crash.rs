@@ -187,6 +187,11 @@ sync:
     let dead = &runs[1];
     assert_eq!(dead.outcome, Some(RunOutcome::Failed));
     assert!(dead.finished_at.is_some());
+    assert_eq!(
+        dead.counts.created as usize,
+        after_kill.len(),
+        "the counts it had committed"
+    );
     assert!(
         dead.error
             .as_deref()
