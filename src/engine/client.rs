@@ -54,6 +54,12 @@ pub enum ClientError {
     /// A rendered URL is not a URL.
     #[error("invalid URL `{0}`")]
     Url(String),
+    /// A next URL points at another origin than the connector's requests: following it
+    /// would hand the importer's credentials to whoever the response names.
+    #[error(
+        "next URL `{0}` is on another host than the connector's requests; not sending credentials there"
+    )]
+    ForeignNextUrl(String),
     /// The request never got an answer.
     #[error("{method} {url}: {message}")]
     Transport {
@@ -360,6 +366,11 @@ impl Client {
     ) -> Result<Prepared, ClientError> {
         let ctx = self.context(vars);
         let mut url = self.parse_url(next)?;
+        if !self.same_origin_as_requests(&url, request, &ctx)? {
+            return Err(ClientError::ForeignNextUrl(
+                self.secrets.redact(url.as_str()),
+            ));
+        }
         if readd {
             let present: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
             for (name, template) in &request.query {
@@ -379,6 +390,31 @@ impl Client {
             headers: self.headers(request, &ctx)?,
             body: None,
         })
+    }
+
+    /// Whether `url` has the origin of the connector's `base_url` (or of the request path,
+    /// when that is an absolute URL). Next URLs come from response bodies and headers, so
+    /// they are checked before credentials go with them.
+    fn same_origin_as_requests(
+        &self,
+        url: &url::Url,
+        request: &Request,
+        ctx: &Value,
+    ) -> Result<bool, ClientError> {
+        let base = self.render(
+            &self.importer.connector.base_url,
+            ctx,
+            Escape::None,
+            "base_url",
+        )?;
+        if self.parse_url(&base)?.origin() == url.origin() {
+            return Ok(true);
+        }
+        let path = self.render(&request.path, ctx, Escape::PathSegment, "request.path")?;
+        Ok(
+            (path.starts_with("http://") || path.starts_with("https://"))
+                && self.parse_url(&path)?.origin() == url.origin(),
+        )
     }
 
     fn parse_url(&self, text: &str) -> Result<url::Url, ClientError> {

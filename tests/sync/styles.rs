@@ -991,3 +991,57 @@ sync:
         vec!["p1@example.com", "p2@example.com", "p3@example.com"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_next_url_on_another_host_is_not_followed_with_credentials() {
+    // The service's next link names another server: the run must fail rather than send
+    // the importer's token there.
+    let elsewhere = FakeService::start(axum::Router::new()).await;
+    let shared = db(people(5));
+    let foreign = elsewhere.base.clone();
+    let fake = FakeService::start_with(|_| fakes::tokenlink_service(shared.clone(), foreign)).await;
+    let env = SyncEnv::new();
+    env.connector(
+        "graphish",
+        r#"
+spec_version: 1
+base_url: "{{settings.base}}/v1.0"
+settings:
+  base: {}
+auth:
+  token: {type: api_key, in: query, name: access_token, value: "{{credentials.api_token}}"}
+contacts:
+  request:
+    path: /me/contacts
+    query: {"$top": "{{page_size}}"}
+  pagination:
+    type: next_url
+    next_url: "$['@odata.nextLink']"
+    stop: [missing_token]
+  records: $.value[*]
+  page_size: {max: 100, default: 2}
+  fields:
+    email: "$.emailAddresses[*].address"
+    external_id: $.id
+sync:
+  mode: full_refresh
+"#,
+    );
+    env.importer(
+        "gr",
+        &importer(
+            "graphish",
+            &env.secret("gr", TOKEN),
+            &fake.base,
+            "page_budget: 0\n",
+        ),
+    );
+    let error = env.run("gr").await.err().expect("the run fails");
+    let text = error.to_string();
+    assert!(text.contains("another host"), "{text}");
+    assert!(!text.contains(TOKEN), "{text}");
+    assert_eq!(fake.requests().len(), 1);
+    assert!(elsewhere.requests().is_empty());
+    // The first page was committed before the run stopped.
+    assert_eq!(env.contacts("People").await.len(), 2);
+}
