@@ -1036,7 +1036,7 @@ sync:
             "page_budget: 0\n",
         ),
     );
-    let error = env.run("gr").await.err().expect("the run fails");
+    let error = env.run("gr").await.expect_err("the run fails");
     let text = error.to_string();
     assert!(text.contains("another host"), "{text}");
     assert!(!text.contains(TOKEN), "{text}");
