@@ -847,6 +847,8 @@ impl Store for SqliteStore {
         }
 
         if !plan.events.is_empty() {
+            // Each event's changes ride in the batch as a JSON object, not as a string of
+            // JSON (which would escape every quote), and `->` stores it back as JSON text.
             let rows = plan
                 .events
                 .iter()
@@ -856,7 +858,7 @@ impl Store for SqliteStore {
                         id_of(e.contact)?,
                         &prepared.records[e.contact].email,
                         e.list_id,
-                        to_json(&e.changes)?,
+                        &e.changes,
                     ))
                 })
                 .collect::<StoreResult<Vec<_>>>()?;
@@ -864,7 +866,7 @@ impl Store for SqliteStore {
                 "INSERT INTO change_events (at, kind, contact_id, email, list_id, origin, notify,
                     importer, run_id, changes)
                  SELECT ?1, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3,
-                    'import', 0, ?2, ?3, j.value ->> 4
+                    'import', 0, ?2, ?3, j.value -> 4
                  FROM json_each(?4) j",
             )
             .bind(&now_text)
