@@ -254,7 +254,8 @@ pub fn value_candidates(
 
 /// Records one changed field as `{"old": ..., "new": ...}`, leaving `old` out when there
 /// was none: a created contact's event then lists its fields and values without a
-/// `"old": null` per field (it was about a third of the bytes an import writes).
+/// `"old": null` per field (about a fifth of such an event, measured at 100,000 contacts:
+/// `change_events` went from 78 to 66 MB).
 fn change(changes: &mut Map<String, Value>, name: &str, old: Option<&str>, new: &str) {
     changes.insert(name.to_string(), change_value(old, new));
 }
