@@ -658,8 +658,9 @@ pub struct ChangeEvent {
     pub importer: Option<String>,
     /// Run, for import changes.
     pub run_id: Option<i64>,
-    /// Changed fields: `{"first_name": {"old": null, "new": "Ada"}, "%TAG%": {...}}`
+    /// Changed fields: `{"first_name": {"old": "Ada", "new": "Adele"}, "%TAG%": {"new": "gold"}}`
     /// (standard fields by name, custom fields by tag; `status` for status changes).
+    /// `old` is left out where there was no value, as for every field of a created contact.
     pub changes: serde_json::Value,
 }
 

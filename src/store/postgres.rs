@@ -1266,7 +1266,8 @@ impl Store for PostgresStore {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
-                    let changes = json!({"status": {"old": old, "new": "unsubscribed"}});
+                    let changes =
+                        json!({"status": page::change_value(old.as_deref(), "unsubscribed")});
                     self.person_event(
                         &mut tx,
                         ChangeKind::MembershipChanged,

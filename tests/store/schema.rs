@@ -58,6 +58,15 @@ async fn sqlite_store_and_key_file_are_owner_only_and_wal() {
         .await
         .unwrap();
     assert_eq!(synchronous, 1, "NORMAL on the store's connections");
+    let cache: i64 = sqlx::query_scalar("PRAGMA cache_size")
+        .fetch_one(concrete.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        cache,
+        -16 * 1024,
+        "16 MiB of page cache on the store's connections"
+    );
 
     // The WAL and shared-memory files SQLite creates inherit the owner-only mode.
     opened.ensure_list("customers").await.unwrap();
