@@ -286,15 +286,8 @@ sync:
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn absolute_next_url_carrying_the_token_resumes_without_storing_it() {
-    let people = people(5);
-    let shared = db(people.clone());
-    let fake = FakeService::start_with(|base| fakes::tokenlink_service(shared.clone(), base)).await;
-    let env = SyncEnv::new();
-    env.connector(
-        "graphish",
-        r#"
+/// A Microsoft Graph-like connector: next URL in `@odata.nextLink`, token in the query.
+const GRAPHISH_CONNECTOR: &str = r#"
 spec_version: 1
 base_url: "{{settings.base}}/v1.0"
 settings:
@@ -319,8 +312,15 @@ contacts:
     updated_at: {path: $.lastModifiedDateTime}
 sync:
   mode: full_refresh
-"#,
-    );
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_next_url_carrying_the_token_resumes_without_storing_it() {
+    let people = people(5);
+    let shared = db(people.clone());
+    let fake = FakeService::start_with(|base| fakes::tokenlink_service(shared.clone(), base)).await;
+    let env = SyncEnv::new();
+    env.connector("graphish", GRAPHISH_CONNECTOR);
     env.importer(
         "gr",
         &importer(
@@ -1001,39 +1001,14 @@ async fn a_next_url_on_another_host_is_not_followed_with_credentials() {
     let foreign = elsewhere.base.clone();
     let fake = FakeService::start_with(|_| fakes::tokenlink_service(shared.clone(), foreign)).await;
     let env = SyncEnv::new();
-    env.connector(
-        "graphish",
-        r#"
-spec_version: 1
-base_url: "{{settings.base}}/v1.0"
-settings:
-  base: {}
-auth:
-  token: {type: api_key, in: query, name: access_token, value: "{{credentials.api_token}}"}
-contacts:
-  request:
-    path: /me/contacts
-    query: {"$top": "{{page_size}}"}
-  pagination:
-    type: next_url
-    next_url: "$['@odata.nextLink']"
-    stop: [missing_token]
-  records: $.value[*]
-  page_size: {max: 100, default: 2}
-  fields:
-    email: "$.emailAddresses[*].address"
-    external_id: $.id
-sync:
-  mode: full_refresh
-"#,
-    );
+    env.connector("graphish", GRAPHISH_CONNECTOR);
     env.importer(
         "gr",
         &importer(
             "graphish",
             &env.secret("gr", TOKEN),
             &fake.base,
-            "page_budget: 0\n",
+            "page_size: 2\npage_budget: 0\n",
         ),
     );
     let error = env.run("gr").await.expect_err("the run fails");
