@@ -642,7 +642,7 @@ impl Store for SqliteStore {
                 .q(
                     "SELECT c.email, c.id, c.first_name, c.last_name, c.phone, c.organization,
                         c.status, s.content_hash, s.list_id, s.deleted_at IS NOT NULL, m.status
-                     FROM json_each(?1) j
+                     FROM jsonb_each(?1) j
                      JOIN contacts c ON c.email = j.value
                      LEFT JOIN contact_sources s ON s.importer = ?2 AND s.contact_id = c.id
                      LEFT JOIN memberships m ON m.list_id = ?3 AND m.contact_id = c.id",
@@ -683,7 +683,7 @@ impl Store for SqliteStore {
             let field_ids: Vec<i64> = page.fields.iter().map(|f| f.field_id).collect();
             let rows = self
                 .q("SELECT v.contact_id, v.field_id, v.value
-                     FROM json_each(?1) j
+                     FROM jsonb_each(?1) j
                      JOIN field_values v ON v.contact_id = j.value
                      WHERE v.field_id IN (SELECT value FROM json_each(?2))")
                 .bind(to_json(&candidates)?)
@@ -725,7 +725,7 @@ impl Store for SqliteStore {
                      SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3,
                         j.value ->> 4, j.value ->> 5,
                         CASE WHEN j.value ->> 5 <> 'normal' THEN ?1 END, ?1, ?1
-                     FROM json_each(?2) j WHERE true
+                     FROM jsonb_each(?2) j WHERE true
                      ON CONFLICT (email) DO UPDATE SET
                         first_name = COALESCE(excluded.first_name, contacts.first_name),
                         last_name = COALESCE(excluded.last_name, contacts.last_name),
@@ -778,7 +778,7 @@ impl Store for SqliteStore {
                 "INSERT INTO contact_sources (importer, contact_id, external_id, content_hash,
                     list_id, run_id, first_seen_at, written_at, deleted_at)
                  SELECT ?1, j.value ->> 0, j.value ->> 1, j.value ->> 2, ?2, ?3, ?4, ?4, NULL
-                 FROM json_each(?5) j WHERE true
+                 FROM jsonb_each(?5) j WHERE true
                  ON CONFLICT (importer, contact_id) DO UPDATE SET
                     external_id = COALESCE(excluded.external_id, contact_sources.external_id),
                     content_hash = excluded.content_hash, list_id = excluded.list_id,
@@ -809,7 +809,7 @@ impl Store for SqliteStore {
                  SELECT ?1, c.id, j.value ->> 1, 'import', ?2,
                     CASE WHEN j.value ->> 1 = 'active' THEN ?2 END,
                     CASE WHEN j.value ->> 1 = 'unsubscribed' THEN ?2 END, ?2
-                 FROM json_each(?3) j JOIN contacts c ON c.id = j.value ->> 0
+                 FROM jsonb_each(?3) j JOIN contacts c ON c.id = j.value ->> 0
                  WHERE j.value ->> 1 = 'unsubscribed' OR c.status = 'normal'
                  ON CONFLICT (list_id, contact_id) DO UPDATE SET
                     status = 'unsubscribed', unsubscribed_at = excluded.updated_at,
@@ -833,7 +833,7 @@ impl Store for SqliteStore {
                 "INSERT INTO field_values (contact_id, field_id, value, importer, run_id,
                     updated_at)
                  SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, ?1, ?2, ?3
-                 FROM json_each(?4) j WHERE true
+                 FROM jsonb_each(?4) j WHERE true
                  ON CONFLICT (contact_id, field_id) DO UPDATE SET value = excluded.value,
                     importer = excluded.importer, run_id = excluded.run_id,
                     updated_at = excluded.updated_at",
@@ -867,7 +867,7 @@ impl Store for SqliteStore {
                     importer, run_id, changes)
                  SELECT ?1, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3,
                     'import', 0, ?2, ?3, j.value -> 4
-                 FROM json_each(?4) j",
+                 FROM jsonb_each(?4) j",
             )
             .bind(&now_text)
             .bind(page.importer)
