@@ -43,7 +43,8 @@ fn main() {
         &config,
         format!(
             "connectors_dir: {}\nimporters_dir: {}\n",
-            repo.join("benches/fixtures/pipedrive/connectors.d").display(),
+            repo.join("benches/fixtures/pipedrive/connectors.d")
+                .display(),
             dir.path().join("none").display()
         ),
     )
