@@ -259,7 +259,14 @@ pub fn personalization_tag(service: &str, label: &str) -> String {
 /// domain).
 pub fn normalize_email(raw: &str) -> Option<String> {
     let trimmed = raw.trim();
-    let folded = caseless::default_case_fold_str(trimmed);
+    // Unicode default case folding maps no ASCII character but `A`..=`Z`, and those to
+    // `a`..=`z`: the same as ASCII lowercasing, which is several times cheaper, and
+    // nearly every address is ASCII.
+    let folded = if trimmed.is_ascii() {
+        trimmed.to_ascii_lowercase()
+    } else {
+        caseless::default_case_fold_str(trimmed)
+    };
     let (local, domain) = folded.rsplit_once('@')?;
     let plausible = !local.is_empty()
         && !domain.is_empty()
@@ -346,5 +353,22 @@ mod tests {
         assert_eq!(normalize_email("a b@example.com"), None);
         assert_eq!(normalize_email("@example.com"), None);
         assert_eq!(normalize_email("ada@localhost"), None);
+    }
+
+    #[test]
+    fn ascii_folds_as_unicode_default_case_folding() {
+        let all: String = (0u8..128).map(char::from).collect();
+        assert_eq!(
+            all.to_ascii_lowercase(),
+            caseless::default_case_fold_str(&all)
+        );
+        assert_eq!(
+            normalize_email(" Ada.Lovelace@Example.COM "),
+            Some("ada.lovelace@example.com".to_string())
+        );
+        assert_eq!(
+            normalize_email("STRASSE.Ä@Example.COM"),
+            Some(caseless::default_case_fold_str("STRASSE.Ä@Example.COM"))
+        );
     }
 }

@@ -301,13 +301,14 @@ pub struct Predicate {
 impl Predicate {
     /// Whether `record` satisfies the predicate.
     pub fn matches(&self, record: &Value) -> bool {
-        let found = self.path.query(record);
-        match &self.equals {
-            Some(expected) => found.contains(&expected),
-            None => found
-                .iter()
-                .any(|v| !matches!(v, Value::Null | Value::Bool(false))),
-        }
+        let hit = |v: &Value| match &self.equals {
+            Some(expected) => v == expected,
+            None => !matches!(v, Value::Null | Value::Bool(false)),
+        };
+        // Stops at the first match that satisfies it, collecting nothing.
+        self.path
+            .find_map(record, |v| hit(v).then_some(()))
+            .is_some()
     }
 }
 

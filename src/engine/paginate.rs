@@ -213,10 +213,8 @@ impl<'a> Paginator<'a> {
 
         // The token the style offers for the next request, if any.
         let token: Option<String> = match self.style {
-            Pagination::Cursor { cursor, .. } => cursor.query(body).into_iter().find_map(scalar),
-            Pagination::NextUrl { next_url, .. } => {
-                next_url.query(body).into_iter().find_map(scalar)
-            }
+            Pagination::Cursor { cursor, .. } => cursor.find_map(body, scalar),
+            Pagination::NextUrl { next_url, .. } => next_url.find_map(body, scalar),
             Pagination::LinkHeader { .. } => page.link.and_then(link_next),
             _ => None,
         };
@@ -328,16 +326,16 @@ impl<'a> Paginator<'a> {
             StopRule::HasMoreFalse => common
                 .has_more
                 .as_ref()
-                .is_some_and(|path| !truthy(path.query(body).first().copied())),
+                .is_some_and(|path| !truthy(path.first(body))),
             StopRule::TotalReached => {
                 let total = common
                     .total
                     .as_ref()
-                    .and_then(|p| p.query(body).first().and_then(|v| number(v)));
+                    .and_then(|p| p.first(body).and_then(number));
                 let total_pages = common
                     .total_pages
                     .as_ref()
-                    .and_then(|p| p.query(body).first().and_then(|v| number(v)));
+                    .and_then(|p| p.first(body).and_then(number));
                 total.is_some_and(|t| self.pos.records >= t)
                     || total_pages.is_some_and(|t| self.pages_read_in_numbering() >= t)
             }
