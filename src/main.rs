@@ -4,13 +4,6 @@ use clap::Parser;
 use tributary::cli::{Cli, Command};
 use tributary::commands;
 
-/// mimalloc instead of glibc's malloc: an import allocates and frees millions of small
-/// strings and JSON nodes across threads (pages are mapped on one thread and written on
-/// another). Measured on a 100,000-contact first import: glibc's allocator was about 15 %
-/// of the CPU and its per-thread arenas held freed page batches, raising peak RSS.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     restore_default_sigpipe();
     let cli = Cli::parse();

@@ -180,7 +180,7 @@ enum Fail {
 /// At most this many records are gathered into one write while the previous write runs:
 /// enough to amortise a transaction's fixed cost (commit, WAL sync, statement setup) over
 /// several pages, small enough that a crash re-fetches little and memory stays flat.
-const GROUP_RECORDS: usize = 2_000;
+const GROUP_RECORDS: usize = 1_000;
 
 /// At most this many pages per group, for services with small pages.
 const GROUP_PAGES: u32 = 8;
@@ -771,9 +771,7 @@ impl Run {
                     .map(Some)
             }
         };
-        self.in_flight = Some(tokio::task::spawn_blocking(move || {
-            runtime.block_on(write)
-        }));
+        self.in_flight = Some(tokio::task::spawn_blocking(move || runtime.block_on(write)));
     }
 
     /// Waits for the page write in flight, if any, and adds its counts. Every way out of

@@ -799,14 +799,14 @@ impl Store for PostgresStore {
                 contact_ids.push(id_of(e.contact)?);
                 emails.push(prepared.records[e.contact].email.as_str());
                 list_ids.push(e.list_id);
-                changes.push(e.changes.clone());
+                changes.push(e.changes.as_str());
                 order.push(position as i64);
             }
             self.q(
                 "INSERT INTO change_events (at, kind, contact_id, email, list_id, origin, notify,
                     importer, run_id, changes)
-                 SELECT $1, k, c, e, l, 'import', FALSE, $2, $3, ch
-                 FROM UNNEST($4::text[], $5::int8[], $6::text[], $7::int8[], $8::jsonb[],
+                 SELECT $1, k, c, e, l, 'import', FALSE, $2, $3, ch::jsonb
+                 FROM UNNEST($4::text[], $5::int8[], $6::text[], $7::int8[], $8::text[],
                              $9::int8[]) AS t (k, c, e, l, ch, o)
                  ORDER BY o",
             )
