@@ -191,6 +191,15 @@ struct PageGroup {
     contacts: Vec<ContactRecord>,
     deleted: Vec<String>,
     pages: u32,
+    /// Where the group goes, set by its newest page (`None`: nothing gathered).
+    target: Option<GroupTarget>,
+}
+
+/// The checkpoint, list and field bindings a group is written with.
+struct GroupTarget {
+    checkpoint: Checkpoint,
+    list_id: i64,
+    bindings: Arc<Vec<FieldBinding>>,
 }
 
 /// A fetched page: the request as sent, the response, the parsed body (`None`: an empty
@@ -247,11 +256,13 @@ pub async fn run_importer(
         timing: Timing::default(),
         dry: DryRun::default(),
         in_flight: None,
+        group: PageGroup::default(),
+        write_failed: false,
     };
     let result = run.execute().await;
     // A failure while a page was being written: that write still ends (committed or
     // not) before the run is recorded; its error, if any, is secondary to the first.
-    let drained = run.finish_write().await;
+    let drained = run.drain_writes().await;
     let result = match (result, drained) {
         (Ok(_), Err(fail)) => Err(fail),
         (result, _) => result,
@@ -396,6 +407,10 @@ struct Run {
     skip_samples: u32,
     timing: Timing,
     dry: DryRun,
+    /// Pages gathered while a write runs (see [`Run::drain_writes`]).
+    group: PageGroup,
+    /// A page write failed in this run: nothing after it may be committed.
+    write_failed: bool,
     /// The page write running beside the next fetch (see [`Run::finish_write`]).
     in_flight: Option<tokio::task::JoinHandle<Result<Option<PageOutcome>, StoreError>>>,
 }
@@ -530,7 +545,6 @@ impl Run {
             importer.page_budget
         };
         let mut pages_this_run = 0u64;
-        let mut group = PageGroup::default();
         let mut pending: Option<Fetched> = None;
 
         loop {
@@ -643,9 +657,15 @@ impl Run {
                 self.dry.deleted.extend(deleted);
             } else {
                 self.timing.map += map_started.elapsed();
+                let group = &mut self.group;
                 group.contacts.extend(contacts);
                 group.deleted.extend(deleted);
                 group.pages += 1;
+                group.target = Some(GroupTarget {
+                    checkpoint: checkpoint.clone(),
+                    list_id,
+                    bindings: Arc::clone(&bindings),
+                });
                 let writing = self.in_flight.as_ref().is_some_and(|w| !w.is_finished());
                 let defer = prefetch
                     && writing
@@ -653,12 +673,7 @@ impl Run {
                     && group.pages < GROUP_PAGES;
                 if !defer {
                     self.finish_write().await?;
-                    self.start_write(
-                        std::mem::take(&mut group),
-                        checkpoint.clone(),
-                        list_id,
-                        &bindings,
-                    );
+                    self.start_write();
                 }
                 if prefetch {
                     pending = Some(
@@ -732,20 +747,22 @@ impl Run {
         }
     }
 
-    /// Starts writing `group` with `checkpoint` (the newest of its pages') on a thread of
-    /// its own. Not `tokio::spawn`: a task spawned from a worker waits in that worker's
-    /// non-stealable LIFO slot until the fetch yields, so the two would still take turns
-    /// on one core.
-    fn start_write(
-        &mut self,
-        group: PageGroup,
-        checkpoint: Checkpoint,
-        list_id: i64,
-        bindings: &Arc<Vec<FieldBinding>>,
-    ) {
+    /// Starts writing the gathered group with the newest of its pages' checkpoints, on a
+    /// thread of its own. Not `tokio::spawn`: a task spawned from a worker waits in that
+    /// worker's non-stealable LIFO slot until the fetch yields, so the two would still
+    /// take turns on one core.
+    fn start_write(&mut self) {
+        let group = std::mem::take(&mut self.group);
+        let Some(GroupTarget {
+            checkpoint,
+            list_id,
+            bindings,
+        }) = group.target
+        else {
+            return;
+        };
         let store = Arc::clone(&self.store);
         let importer = Arc::clone(&self.importer);
-        let bindings = Arc::clone(bindings);
         let fencing_token = self.lease.fencing_token;
         let run_id = self.run_id;
         let runtime = tokio::runtime::Handle::current();
@@ -784,8 +801,12 @@ impl Run {
         let started = Instant::now();
         let written = write
             .await
-            .map_err(|e| Fail::Other(format!("the page write task failed: {e}")))?;
+            .map_err(|e| Fail::Other(format!("the page write task failed: {e}")))
+            .and_then(|written| written.map_err(Fail::from));
         self.timing.write += started.elapsed();
+        if written.is_err() {
+            self.write_failed = true;
+        }
         if let Some(outcome) = written? {
             self.counts.created += outcome.created;
             self.counts.updated += outcome.updated;
@@ -793,6 +814,22 @@ impl Run {
             self.counts.field_failures += outcome.field_failures;
         }
         Ok(())
+    }
+
+    /// Ends the run's writing: waits for the write in flight, then writes the pages
+    /// gathered behind it, if any. A run that fails on a later page (a pagination loop, a
+    /// fetch that keeps failing) still commits the pages it had fully fetched and mapped,
+    /// with their checkpoint, as it did when every page was written before the next fetch.
+    async fn drain_writes(&mut self) -> Result<(), Fail> {
+        let in_flight = self.finish_write().await;
+        // After a failed write the gathered pages are dropped, never written: their
+        // checkpoint would skip the failed pages' contacts.
+        if in_flight.is_err() || self.write_failed {
+            self.group = PageGroup::default();
+            return in_flight;
+        }
+        self.start_write();
+        self.finish_write().await
     }
 
     async fn renew_lease_if_due(&mut self) -> Result<(), Fail> {

