@@ -125,7 +125,9 @@ pub fn execute(cli: &crate::cli::Cli, args: &RunArgs) -> anyhow::Result<i32> {
             .with_context(|| {
                 format!("opening the store `{}`", redact_url(&plan.daemon.store_url))
             })?;
-        anyhow::Ok(run_importer(importer, store, options).await)
+        let result = run_importer(importer, Arc::clone(&store), options).await;
+        store.close().await;
+        anyhow::Ok(result)
     })?;
     if show_progress {
         eprintln!();

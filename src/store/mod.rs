@@ -217,6 +217,11 @@ pub trait Store: Send + Sync {
     /// Which backend this is, for messages and tests.
     fn backend(&self) -> Backend;
 
+    /// Finishes background work before the process exits: SQLite copies its WAL back
+    /// into the database file, so the next run (a timer's, minutes later) does not start
+    /// by copying this one's tail. The store stays usable; nothing is lost without it.
+    async fn close(&self) {}
+
     /// How many SQL statements this store has sent since it was opened (transaction
     /// control included). Tests use it to prove a page costs a fixed number of
     /// statements, whatever its size.

@@ -21,7 +21,7 @@ use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Connection, Row, Sqlite, Transaction};
+use sqlx::{Connection, Row, Sqlite, SqliteConnection, Transaction};
 
 use super::crypto::{TokenCipher, create_owner_only, default_key_path, read_or_create_key_file};
 use super::lease::{LeaseHolder, held_by_dead_process};
@@ -56,6 +56,12 @@ pub struct SqliteStore {
     lease_ttls: Mutex<HashMap<(String, i64), Duration>>,
     /// Wakes the checkpointer after a write; dropping it ends the checkpointer.
     checkpoints: tokio::sync::mpsc::Sender<()>,
+    /// The checkpointer, awaited by `close`.
+    checkpointer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Set by `close`: the checkpointer's last pass truncates the WAL.
+    closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Held by the checkpointer during a pass (see `start_wal_over_if_large`).
+    checkpoint_passes: std::sync::Arc<tokio::sync::Mutex<()>>,
     wal_path: PathBuf,
 }
 
@@ -86,19 +92,15 @@ fn parse_opt_ts(text: Option<String>) -> StoreResult<Option<DateTime<Utc>>> {
     text.as_deref().map(parse_ts).transpose()
 }
 
-/// `PRAGMA page_size` of a new store.
-const PAGE_SIZE: u32 = 16384;
-
 /// What the WAL file is cut back to after a checkpoint (`PRAGMA journal_size_limit`).
-const WAL_KEEP_BYTES: &str = "67108864";
+const WAL_KEEP_BYTES: &str = "16777216";
 
-/// A WAL larger than this is checkpointed by the writer itself after its commit (see
-/// `checkpoint_after_write`).
+/// A WAL file larger than this is started over by the next page write (see
+/// `start_wal_over_if_large`).
 const WAL_RESET_BYTES: u64 = 64 * 1024 * 1024;
 
-/// A WAL larger than this is checkpointed by the writer itself, waiting for readers: the
-/// background checkpointer can only copy what no reader still needs, so a reader that
-/// never pauses could otherwise let the WAL grow without bound.
+/// A WAL file larger than this is checkpointed by the writer itself, waiting for readers
+/// (see `checkpoint_after_write`).
 const WAL_FORCE_BYTES: u64 = 512 * 1024 * 1024;
 
 /// How often the checkpointer runs when nothing wakes it.
@@ -114,35 +116,59 @@ fn wal_path_of(path: &Path) -> PathBuf {
 /// Starts the task that copies the WAL back into the database file: woken after every
 /// page write (wakes while it runs are merged into one) and every `CHECKPOINT_EVERY`.
 /// `PASSIVE` never waits for a reader or blocks a writer, so page writes go on while it
-/// copies. It ends, with a last `TRUNCATE` checkpoint, when the store is dropped.
-fn spawn_checkpointer(connect: SqliteConnectOptions) -> tokio::sync::mpsc::Sender<()> {
+/// copies. `close` has it make a last `TRUNCATE` checkpoint and end.
+fn spawn_checkpointer(
+    connect: SqliteConnectOptions,
+    closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    passes: std::sync::Arc<tokio::sync::Mutex<()>>,
+) -> (tokio::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
     let (wake, mut woken) = tokio::sync::mpsc::channel::<()>(1);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut conn = match sqlx::SqliteConnection::connect_with(&connect).await {
             Ok(conn) => conn,
             Err(error) => {
-                tracing::warn!(%error, "The WAL checkpointer could not connect; SQLite's own checkpoints are off, the WAL grows until the store is reopened.");
+                tracing::warn!(%error, "The WAL checkpointer could not connect; the WAL is checkpointed only by writers once it passes 64 MiB.");
                 return;
             }
         };
         loop {
-            match tokio::time::timeout(CHECKPOINT_EVERY, woken.recv()).await {
-                Ok(None) => break,
-                Ok(Some(())) | Err(_) => {}
+            // Woken, or `CHECKPOINT_EVERY` passed; the store was dropped: stop.
+            if let Ok(None) = tokio::time::timeout(CHECKPOINT_EVERY, woken.recv()).await {
+                break;
             }
-            if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(&mut conn)
-                .await
-            {
+            let last = closing.load(Ordering::Relaxed);
+            let mode = if last {
+                "PRAGMA wal_checkpoint(TRUNCATE)"
+            } else {
+                "PRAGMA wal_checkpoint(PASSIVE)"
+            };
+            let pass = passes.lock().await;
+            if let Err(error) = sqlx::query(mode).execute(&mut conn).await {
                 tracing::warn!(%error, "WAL checkpoint failed; trying again after the next write.");
             }
+            drop(pass);
+            if last {
+                break;
+            }
         }
-        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&mut conn)
-            .await;
         let _ = conn.close().await;
     });
-    wake
+    (wake, task)
+}
+
+/// A pooled connection with foreign keys switched off for a page write: closed instead
+/// of returned to the pool unless they were switched back on.
+struct ForeignKeysOff {
+    conn: sqlx::pool::PoolConnection<Sqlite>,
+    restored: bool,
+}
+
+impl Drop for ForeignKeysOff {
+    fn drop(&mut self) {
+        if !self.restored {
+            self.conn.close_on_drop();
+        }
+    }
 }
 
 /// `PRAGMA cache_size` of each store connection: negative means KiB (16 MiB), not pages.
@@ -182,10 +208,6 @@ impl SqliteStore {
         let connect = SqliteConnectOptions::new()
             .filename(&path)
             .create_if_missing(false)
-            // 16 KiB pages for a new store (an existing file keeps its own): a first import
-            // of 100,000 contacts took 2.5 s instead of 3.0 s, with fewer B-tree splits and
-            // fewer, larger WAL frames for the same rows.
-            .page_size(PAGE_SIZE)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
@@ -206,7 +228,13 @@ impl SqliteStore {
             .max_connections(options.max_connections.unwrap_or(4))
             .connect_with(connect.clone())
             .await?;
-        let checkpoints = spawn_checkpointer(connect);
+        let closing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let checkpoint_passes = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+        let (checkpoints, checkpointer) = spawn_checkpointer(
+            connect,
+            std::sync::Arc::clone(&closing),
+            std::sync::Arc::clone(&checkpoint_passes),
+        );
         let store = SqliteStore {
             pool,
             wal_path: wal_path_of(&path),
@@ -218,6 +246,9 @@ impl SqliteStore {
             last_prune: Mutex::new(None),
             lease_ttls: Mutex::new(HashMap::new()),
             checkpoints,
+            checkpointer: tokio::sync::Mutex::new(Some(checkpointer)),
+            closing,
+            checkpoint_passes,
         };
         store.migrate().await?;
         Ok(store)
@@ -234,26 +265,409 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// Wakes the checkpointer; when the WAL has grown past `WAL_RESET_BYTES` anyway,
-    /// checkpoints here too. The background checkpointer copies frames while the writer
-    /// works, but SQLite only starts the WAL over when every frame is copied before the
-    /// next write begins, which a writer with no pauses (an import) rarely allows: this
-    /// checkpoint, between two write transactions, copies the few frames left and lets
-    /// the next write start the WAL over.
+    /// Lets the next write start the WAL over once it has grown past `WAL_RESET_BYTES`.
+    /// SQLite starts it over only when a write begins after every frame was copied; the
+    /// checkpointer copies each commit's frames while the writer already prepares the
+    /// next, so with a writer that never pauses (an import) that moment never comes and
+    /// the WAL grows as large as the import. Here the writer waits for the checkpointer's
+    /// pass to end (a few milliseconds) and copies what is left itself, about once per
+    /// 64 MiB of WAL.
+    async fn start_wal_over_if_large(&self) -> StoreResult<()> {
+        let wal_bytes = std::fs::metadata(&self.wal_path).map_or(0, |m| m.len());
+        if wal_bytes > WAL_RESET_BYTES {
+            let _pass = self.checkpoint_passes.lock().await;
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The page write itself, on `conn` (see `write_page`).
+    async fn write_page_on(
+        &self,
+        conn: &mut SqliteConnection,
+        page: PageWrite<'_>,
+    ) -> StoreResult<PageOutcome> {
+        let prepared = page::prepare(&page);
+        let now = Utc::now();
+        let now_text = ts(now);
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        self.check_lease(&mut tx, page.importer, page.fencing_token, now)
+            .await?;
+
+        // Foreign keys are off in this transaction (see `write_page`). The contact ids it
+        // writes come from this transaction; the two references a page brings from
+        // outside, its list and its fields, are checked here once instead of per row.
+        let mut field_ids: Vec<i64> = page.fields.iter().map(|f| f.field_id).collect();
+        field_ids.sort_unstable();
+        field_ids.dedup();
+        let references_exist: bool = self
+            .q("SELECT EXISTS (SELECT 1 FROM lists WHERE id = ?1)
+                  AND (SELECT COUNT(*) FROM custom_fields
+                       WHERE id IN (SELECT value FROM json_each(?2))) = ?3")
+            .bind(page.list_id)
+            .bind(to_json(&field_ids)?)
+            .bind(field_ids.len() as i64)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        if !references_exist {
+            return Err(StoreError::Other(format!(
+                "importer `{}` wrote a page for a list or custom field that is not in the store",
+                page.importer
+            )));
+        }
+
+        // What the store holds for the page's emails (one statement).
+        let mut existing: HashMap<String, ExistingContact> = HashMap::new();
+        if !prepared.records.is_empty() {
+            // In email order: the index probes then walk the email index forwards instead
+            // of jumping around it, which matters when its pages are not cached yet.
+            let mut emails: Vec<&str> = prepared.records.iter().map(|r| r.email.as_str()).collect();
+            emails.sort_unstable();
+            let rows = self
+                .q(
+                    "SELECT c.email, c.id, c.first_name, c.last_name, c.phone, c.organization,
+                        c.status, s.content_hash, s.list_id, s.deleted_at IS NOT NULL, m.status
+                     FROM jsonb_each(?1) j
+                     JOIN contacts c ON c.email = j.value
+                     LEFT JOIN contact_sources s ON s.importer = ?2 AND s.contact_id = c.id
+                     LEFT JOIN memberships m ON m.list_id = ?3 AND m.contact_id = c.id",
+                )
+                .bind(to_json(&emails)?)
+                .bind(page.importer)
+                .bind(page.list_id)
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in rows {
+                let membership: Option<String> = row.try_get(10)?;
+                let deleted: Option<bool> = row.try_get(9)?;
+                existing.insert(
+                    row.try_get(0)?,
+                    ExistingContact {
+                        contact_id: row.try_get(1)?,
+                        first_name: row.try_get(2)?,
+                        last_name: row.try_get(3)?,
+                        phone: row.try_get(4)?,
+                        organization: row.try_get(5)?,
+                        status: ContactStatus::parse(row.try_get(6)?)?,
+                        source_hash: row.try_get(7)?,
+                        source_list: row.try_get(8)?,
+                        source_deleted: deleted.unwrap_or(false),
+                        membership: membership
+                            .as_deref()
+                            .map(MembershipStatus::parse)
+                            .transpose()?,
+                    },
+                );
+            }
+        }
+
+        // Stored custom values of the contacts that need comparing (one statement).
+        let mut values: HashMap<(i64, i64), String> = HashMap::new();
+        let mut candidates = page::value_candidates(&prepared, &existing, page.list_id);
+        candidates.sort_unstable();
+        if !candidates.is_empty() && !page.fields.is_empty() {
+            let field_ids: Vec<i64> = page.fields.iter().map(|f| f.field_id).collect();
+            let rows = self
+                .q("SELECT v.contact_id, v.field_id, v.value
+                     FROM jsonb_each(?1) j
+                     JOIN field_values v ON v.contact_id = j.value
+                     WHERE v.field_id IN (SELECT value FROM json_each(?2))")
+                .bind(to_json(&candidates)?)
+                .bind(to_json(&field_ids)?)
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in rows {
+                values.insert((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?);
+            }
+        }
+
+        let plan = page::plan_page(&page, &prepared, &existing, &values);
+        let mut ids: Vec<Option<i64>> = prepared
+            .records
+            .iter()
+            .map(|r| existing.get(&r.email).map(|e| e.contact_id))
+            .collect();
+
+        // New contacts get their ids here (the next after the largest, as SQLite would
+        // pick them) and go in with a plain INSERT; only contacts that exist are upserted.
+        // `BEGIN IMMEDIATE` holds the write lock since the snapshot above was read, so no
+        // other writer can have added one of these emails meanwhile (if it had, the
+        // INSERT would fail the page, never write a wrong id). Without this, every row
+        // came back through `RETURNING` and a lookup by email.
+        let (created, changed): (Vec<_>, Vec<_>) = plan
+            .contacts
+            .iter()
+            .partition(|row| ids[row.contact].is_none());
+        if !created.is_empty() {
+            let first_id: i64 = self
+                .q("SELECT COALESCE(MAX(id), 0) + 1 FROM contacts")
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+            let mut rows = Vec::with_capacity(created.len());
+            for (offset, row) in created.iter().enumerate() {
+                let id = first_id + offset as i64;
+                ids[row.contact] = Some(id);
+                let r = &prepared.records[row.contact];
+                rows.push((
+                    id,
+                    &r.email,
+                    &r.first_name,
+                    &r.last_name,
+                    &r.phone,
+                    &r.organization,
+                    row.status.as_str(),
+                ));
+            }
+            self.q(
+                "INSERT INTO contacts (id, email, first_name, last_name, phone, organization,
+                    status, status_changed_at, created_at, updated_at)
+                 SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3,
+                    j.value ->> 4, j.value ->> 5, j.value ->> 6,
+                    CASE WHEN j.value ->> 6 <> 'normal' THEN ?1 END, ?1, ?1
+                 FROM jsonb_each(?2) j",
+            )
+            .bind(&now_text)
+            .bind(to_json(&rows)?)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !changed.is_empty() {
+            let rows: Vec<_> = changed
+                .iter()
+                .map(|row| {
+                    let r = &prepared.records[row.contact];
+                    (
+                        &r.email,
+                        &r.first_name,
+                        &r.last_name,
+                        &r.phone,
+                        &r.organization,
+                        row.status.as_str(),
+                    )
+                })
+                .collect();
+            self.q(
+                "INSERT INTO contacts (email, first_name, last_name, phone, organization,
+                    status, status_changed_at, created_at, updated_at)
+                 SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3,
+                    j.value ->> 4, j.value ->> 5,
+                    CASE WHEN j.value ->> 5 <> 'normal' THEN ?1 END, ?1, ?1
+                 FROM jsonb_each(?2) j WHERE true
+                 ON CONFLICT (email) DO UPDATE SET
+                    first_name = COALESCE(excluded.first_name, contacts.first_name),
+                    last_name = COALESCE(excluded.last_name, contacts.last_name),
+                    phone = COALESCE(excluded.phone, contacts.phone),
+                    organization = COALESCE(excluded.organization, contacts.organization),
+                    status = CASE WHEN contacts.status = 'normal'
+                                   AND excluded.status = 'bounced'
+                                  THEN 'bounced' ELSE contacts.status END,
+                    status_changed_at = CASE WHEN contacts.status = 'normal'
+                                   AND excluded.status = 'bounced'
+                                  THEN excluded.updated_at ELSE contacts.status_changed_at END,
+                    updated_at = excluded.updated_at",
+            )
+            .bind(&now_text)
+            .bind(to_json(&rows)?)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let id_of = |index: usize| -> StoreResult<i64> {
+            ids[index].ok_or_else(|| {
+                StoreError::Other(format!(
+                    "contact `{}` has no id after the upsert",
+                    prepared.records[index].email
+                ))
+            })
+        };
+
+        if !plan.sources.is_empty() {
+            let mut rows = plan
+                .sources
+                .iter()
+                .map(|&i| {
+                    let r = &prepared.records[i];
+                    Ok((id_of(i)?, &r.external_id, &r.content_hash))
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            // Rows in key order, like every batch below: B-tree pages are then visited
+            // once each, in order.
+            rows.sort_unstable_by_key(|row| row.0);
+            self.q(
+                "INSERT INTO contact_sources (importer, contact_id, external_id, content_hash,
+                    list_id, run_id, first_seen_at, written_at, deleted_at)
+                 SELECT ?1, j.value ->> 0, j.value ->> 1, j.value ->> 2, ?2, ?3, ?4, ?4, NULL
+                 FROM jsonb_each(?5) j WHERE true
+                 ON CONFLICT (importer, contact_id) DO UPDATE SET
+                    external_id = COALESCE(excluded.external_id, contact_sources.external_id),
+                    content_hash = excluded.content_hash, list_id = excluded.list_id,
+                    run_id = excluded.run_id, written_at = excluded.written_at,
+                    deleted_at = NULL",
+            )
+            .bind(page.importer)
+            .bind(page.list_id)
+            .bind(page.run_id)
+            .bind(&now_text)
+            .bind(to_json(&rows)?)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        if !plan.memberships.is_empty() {
+            let mut rows = plan
+                .memberships
+                .iter()
+                .map(|m| Ok((id_of(m.contact)?, m.status.as_str())))
+                .collect::<StoreResult<Vec<_>>>()?;
+            rows.sort_unstable_by_key(|row| row.0);
+            // The rules are enforced here too, not only in the plan: a contact bounced or
+            // unsubscribed concurrently is never made active, an unsubscribed membership
+            // never re-activated.
+            self.q(
+                "INSERT INTO memberships (list_id, contact_id, status, origin, created_at,
+                    subscribed_at, unsubscribed_at, updated_at)
+                 SELECT ?1, c.id, j.value ->> 1, 'import', ?2,
+                    CASE WHEN j.value ->> 1 = 'active' THEN ?2 END,
+                    CASE WHEN j.value ->> 1 = 'unsubscribed' THEN ?2 END, ?2
+                 FROM jsonb_each(?3) j JOIN contacts c ON c.id = j.value ->> 0
+                 WHERE j.value ->> 1 = 'unsubscribed' OR c.status = 'normal'
+                 ON CONFLICT (list_id, contact_id) DO UPDATE SET
+                    status = 'unsubscribed', unsubscribed_at = excluded.updated_at,
+                    updated_at = excluded.updated_at
+                 WHERE excluded.status = 'unsubscribed' AND memberships.status = 'active'",
+            )
+            .bind(page.list_id)
+            .bind(&now_text)
+            .bind(to_json(&rows)?)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        if !plan.values.is_empty() {
+            let mut rows = plan
+                .values
+                .iter()
+                .map(|v| Ok((id_of(v.contact)?, v.field_id, &v.value)))
+                .collect::<StoreResult<Vec<_>>>()?;
+            rows.sort_unstable_by_key(|row| (row.0, row.1));
+            self.q(
+                "INSERT INTO field_values (contact_id, field_id, value, importer, run_id,
+                    updated_at)
+                 SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, ?1, ?2, ?3
+                 FROM jsonb_each(?4) j WHERE true
+                 ON CONFLICT (contact_id, field_id) DO UPDATE SET value = excluded.value,
+                    importer = excluded.importer, run_id = excluded.run_id,
+                    updated_at = excluded.updated_at",
+            )
+            .bind(page.importer)
+            .bind(page.run_id)
+            .bind(&now_text)
+            .bind(to_json(&rows)?)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        if !plan.events.is_empty() {
+            // Each event's changes ride in the batch as a JSON object (the plan's text,
+            // spliced in as it is), not as a string of JSON (which would escape every
+            // quote), and `->` stores it back as JSON text.
+            let mut batch = Vec::with_capacity(
+                plan.events
+                    .iter()
+                    .map(|e| e.changes.len() + 80)
+                    .sum::<usize>()
+                    + 2,
+            );
+            batch.push(b'[');
+            for (i, e) in plan.events.iter().enumerate() {
+                if i > 0 {
+                    batch.push(b',');
+                }
+                let head = (
+                    e.kind.as_str(),
+                    id_of(e.contact)?,
+                    &prepared.records[e.contact].email,
+                    e.list_id,
+                );
+                serde_json::to_writer(&mut batch, &head)
+                    .map_err(|e| StoreError::Other(format!("encoding a batch: {e}")))?;
+                // `head` is a JSON array: reopen it to append the changes object.
+                batch.pop();
+                batch.push(b',');
+                batch.extend_from_slice(e.changes.as_bytes());
+                batch.push(b']');
+            }
+            batch.push(b']');
+            let rows = String::from_utf8(batch)
+                .map_err(|e| StoreError::Other(format!("encoding a batch: {e}")))?;
+            self.q(
+                "INSERT INTO change_events (at, kind, contact_id, email, list_id, origin, notify,
+                    importer, run_id, changes)
+                 SELECT ?1, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3,
+                    'import', 0, ?2, ?3, j.value -> 4
+                 FROM jsonb_each(?4) j",
+            )
+            .bind(&now_text)
+            .bind(page.importer)
+            .bind(page.run_id)
+            .bind(rows)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        let mut outcome = plan.outcome;
+        if !page.deleted_external_ids.is_empty() {
+            let done = self
+                .q("UPDATE contact_sources SET deleted_at = ?1
+                     WHERE importer = ?2 AND deleted_at IS NULL
+                       AND external_id IN (SELECT value FROM json_each(?3))")
+                .bind(&now_text)
+                .bind(page.importer)
+                .bind(to_json(&page.deleted_external_ids)?)
+                .execute(&mut *tx)
+                .await?;
+            outcome.deleted = done.rows_affected();
+        }
+
+        self.save_state(&mut tx, page.importer, page.checkpoint, now)
+            .await?;
+        self.q(
+            "UPDATE runs SET pages = pages + 1, created = created + ?1, updated = updated + ?2,
+                unchanged = unchanged + ?3, field_failures = field_failures + ?4,
+                deleted = deleted + ?5
+             WHERE id = ?6",
+        )
+        .bind(outcome.created as i64)
+        .bind(outcome.updated as i64)
+        .bind(outcome.unchanged as i64)
+        .bind(outcome.field_failures as i64)
+        .bind(outcome.deleted as i64)
+        .bind(page.run_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        Ok(outcome)
+    }
+
+    /// Wakes the checkpointer; when the WAL has grown past `WAL_FORCE_BYTES` anyway (the
+    /// checkpointer can only copy what no reader still needs, so a reader that never
+    /// pauses could let it grow without bound), checkpoints here, waiting for readers.
     async fn checkpoint_after_write(&self) -> StoreResult<()> {
         let _ = self.checkpoints.try_send(());
         let wal_bytes = std::fs::metadata(&self.wal_path).map_or(0, |m| m.len());
-        if wal_bytes > WAL_RESET_BYTES {
-            let mode = if wal_bytes > WAL_FORCE_BYTES {
-                tracing::info!(
-                    wal_bytes,
-                    "The WAL outgrew its checkpoints; checkpointing now, waiting for readers."
-                );
-                "PRAGMA wal_checkpoint(RESTART)"
-            } else {
-                "PRAGMA wal_checkpoint(PASSIVE)"
-            };
-            sqlx::query(mode).execute(&self.pool).await?;
+        if wal_bytes > WAL_FORCE_BYTES {
+            tracing::info!(
+                wal_bytes,
+                "The WAL outgrew its checkpoints; checkpointing now, waiting for readers."
+            );
+            sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+                .execute(&self.pool)
+                .await?;
         }
         Ok(())
     }
@@ -324,7 +738,7 @@ impl SqliteStore {
     /// Checks the lease inside the page's transaction and extends it by its lifetime.
     async fn check_lease(
         &self,
-        tx: &mut Transaction<'static, Sqlite>,
+        tx: &mut SqliteConnection,
         importer: &str,
         token: i64,
         now: DateTime<Utc>,
@@ -343,7 +757,7 @@ impl SqliteStore {
             .bind(importer)
             .bind(token)
             .bind(ts(now))
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::LeaseLost {
@@ -355,7 +769,7 @@ impl SqliteStore {
 
     async fn save_state(
         &self,
-        tx: &mut Transaction<'static, Sqlite>,
+        tx: &mut SqliteConnection,
         importer: &str,
         checkpoint: &Checkpoint,
         now: DateTime<Utc>,
@@ -382,7 +796,7 @@ impl SqliteStore {
         .bind(opt_ts(checkpoint.last_full_refresh))
         .bind(phase_of(checkpoint))
         .bind(ts(now))
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
         Ok(())
     }
@@ -725,334 +1139,29 @@ impl Store for SqliteStore {
     }
 
     async fn write_page(&self, page: PageWrite<'_>) -> StoreResult<PageOutcome> {
-        let prepared = page::prepare(&page);
-        let now = Utc::now();
-        let now_text = ts(now);
-        let mut tx = self.begin().await?;
-        self.check_lease(&mut tx, page.importer, page.fencing_token, now)
-            .await?;
-
-        // What the store holds for the page's emails (one statement).
-        let mut existing: HashMap<String, ExistingContact> = HashMap::new();
-        if !prepared.records.is_empty() {
-            let emails: Vec<&str> = prepared.records.iter().map(|r| r.email.as_str()).collect();
-            let rows = self
-                .q(
-                    "SELECT c.email, c.id, c.first_name, c.last_name, c.phone, c.organization,
-                        c.status, s.content_hash, s.list_id, s.deleted_at IS NOT NULL, m.status
-                     FROM jsonb_each(?1) j
-                     JOIN contacts c ON c.email = j.value
-                     LEFT JOIN contact_sources s ON s.importer = ?2 AND s.contact_id = c.id
-                     LEFT JOIN memberships m ON m.list_id = ?3 AND m.contact_id = c.id",
-                )
-                .bind(to_json(&emails)?)
-                .bind(page.importer)
-                .bind(page.list_id)
-                .fetch_all(&mut *tx)
-                .await?;
-            for row in rows {
-                let membership: Option<String> = row.try_get(10)?;
-                let deleted: Option<bool> = row.try_get(9)?;
-                existing.insert(
-                    row.try_get(0)?,
-                    ExistingContact {
-                        contact_id: row.try_get(1)?,
-                        first_name: row.try_get(2)?,
-                        last_name: row.try_get(3)?,
-                        phone: row.try_get(4)?,
-                        organization: row.try_get(5)?,
-                        status: ContactStatus::parse(row.try_get(6)?)?,
-                        source_hash: row.try_get(7)?,
-                        source_list: row.try_get(8)?,
-                        source_deleted: deleted.unwrap_or(false),
-                        membership: membership
-                            .as_deref()
-                            .map(MembershipStatus::parse)
-                            .transpose()?,
-                    },
-                );
-            }
-        }
-
-        // Stored custom values of the contacts that need comparing (one statement).
-        let mut values: HashMap<(i64, i64), String> = HashMap::new();
-        let candidates = page::value_candidates(&prepared, &existing, page.list_id);
-        if !candidates.is_empty() && !page.fields.is_empty() {
-            let field_ids: Vec<i64> = page.fields.iter().map(|f| f.field_id).collect();
-            let rows = self
-                .q("SELECT v.contact_id, v.field_id, v.value
-                     FROM jsonb_each(?1) j
-                     JOIN field_values v ON v.contact_id = j.value
-                     WHERE v.field_id IN (SELECT value FROM json_each(?2))")
-                .bind(to_json(&candidates)?)
-                .bind(to_json(&field_ids)?)
-                .fetch_all(&mut *tx)
-                .await?;
-            for row in rows {
-                values.insert((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?);
-            }
-        }
-
-        let plan = page::plan_page(&page, &prepared, &existing, &values);
-        let mut ids: Vec<Option<i64>> = prepared
-            .records
-            .iter()
-            .map(|r| existing.get(&r.email).map(|e| e.contact_id))
-            .collect();
-
-        // New contacts get their ids here (the next after the largest, as SQLite would
-        // pick them) and go in with a plain INSERT; only contacts that exist are upserted.
-        // `BEGIN IMMEDIATE` holds the write lock since the snapshot above was read, so no
-        // other writer can have added one of these emails meanwhile (if it had, the
-        // INSERT would fail the page, never write a wrong id). Without this, every row
-        // came back through `RETURNING` and a lookup by email.
-        let (created, changed): (Vec<_>, Vec<_>) = plan
-            .contacts
-            .iter()
-            .partition(|row| ids[row.contact].is_none());
-        if !created.is_empty() {
-            let first_id: i64 = self
-                .q("SELECT COALESCE(MAX(id), 0) + 1 FROM contacts")
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get(0)?;
-            let mut rows = Vec::with_capacity(created.len());
-            for (offset, row) in created.iter().enumerate() {
-                let id = first_id + offset as i64;
-                ids[row.contact] = Some(id);
-                let r = &prepared.records[row.contact];
-                rows.push((
-                    id,
-                    &r.email,
-                    &r.first_name,
-                    &r.last_name,
-                    &r.phone,
-                    &r.organization,
-                    row.status.as_str(),
-                ));
-            }
-            self.q(
-                "INSERT INTO contacts (id, email, first_name, last_name, phone, organization,
-                    status, status_changed_at, created_at, updated_at)
-                 SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3,
-                    j.value ->> 4, j.value ->> 5, j.value ->> 6,
-                    CASE WHEN j.value ->> 6 <> 'normal' THEN ?1 END, ?1, ?1
-                 FROM jsonb_each(?2) j",
-            )
-            .bind(&now_text)
-            .bind(to_json(&rows)?)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !changed.is_empty() {
-            let rows: Vec<_> = changed
-                .iter()
-                .map(|row| {
-                    let r = &prepared.records[row.contact];
-                    (
-                        &r.email,
-                        &r.first_name,
-                        &r.last_name,
-                        &r.phone,
-                        &r.organization,
-                        row.status.as_str(),
-                    )
-                })
-                .collect();
-            self.q(
-                "INSERT INTO contacts (email, first_name, last_name, phone, organization,
-                    status, status_changed_at, created_at, updated_at)
-                 SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3,
-                    j.value ->> 4, j.value ->> 5,
-                    CASE WHEN j.value ->> 5 <> 'normal' THEN ?1 END, ?1, ?1
-                 FROM jsonb_each(?2) j WHERE true
-                 ON CONFLICT (email) DO UPDATE SET
-                    first_name = COALESCE(excluded.first_name, contacts.first_name),
-                    last_name = COALESCE(excluded.last_name, contacts.last_name),
-                    phone = COALESCE(excluded.phone, contacts.phone),
-                    organization = COALESCE(excluded.organization, contacts.organization),
-                    status = CASE WHEN contacts.status = 'normal'
-                                   AND excluded.status = 'bounced'
-                                  THEN 'bounced' ELSE contacts.status END,
-                    status_changed_at = CASE WHEN contacts.status = 'normal'
-                                   AND excluded.status = 'bounced'
-                                  THEN excluded.updated_at ELSE contacts.status_changed_at END,
-                    updated_at = excluded.updated_at",
-            )
-            .bind(&now_text)
-            .bind(to_json(&rows)?)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let id_of = |index: usize| -> StoreResult<i64> {
-            ids[index].ok_or_else(|| {
-                StoreError::Other(format!(
-                    "contact `{}` has no id after the upsert",
-                    prepared.records[index].email
-                ))
-            })
+        // Foreign keys are not checked row by row inside a page write: every id the page
+        // writes was read or assigned in this same transaction, under the write lock, so
+        // each check would be a B-tree probe that cannot fail (13 per new contact; about
+        // 7 % of a first import). Every other write keeps them. `PRAGMA foreign_keys` is
+        // ignored inside a transaction, so it is switched around it; a connection whose
+        // write was abandoned half-way is closed, never returned to the pool with them off.
+        self.start_wal_over_if_large().await?;
+        let mut guard = ForeignKeysOff {
+            conn: self.pool.acquire().await?,
+            restored: false,
         };
-
-        if !plan.sources.is_empty() {
-            let rows = plan
-                .sources
-                .iter()
-                .map(|&i| {
-                    let r = &prepared.records[i];
-                    Ok((id_of(i)?, &r.external_id, &r.content_hash))
-                })
-                .collect::<StoreResult<Vec<_>>>()?;
-            self.q(
-                "INSERT INTO contact_sources (importer, contact_id, external_id, content_hash,
-                    list_id, run_id, first_seen_at, written_at, deleted_at)
-                 SELECT ?1, j.value ->> 0, j.value ->> 1, j.value ->> 2, ?2, ?3, ?4, ?4, NULL
-                 FROM jsonb_each(?5) j WHERE true
-                 ON CONFLICT (importer, contact_id) DO UPDATE SET
-                    external_id = COALESCE(excluded.external_id, contact_sources.external_id),
-                    content_hash = excluded.content_hash, list_id = excluded.list_id,
-                    run_id = excluded.run_id, written_at = excluded.written_at,
-                    deleted_at = NULL",
-            )
-            .bind(page.importer)
-            .bind(page.list_id)
-            .bind(page.run_id)
-            .bind(&now_text)
-            .bind(to_json(&rows)?)
-            .execute(&mut *tx)
+        self.q("PRAGMA foreign_keys = OFF")
+            .execute(&mut *guard.conn)
             .await?;
-        }
-
-        if !plan.memberships.is_empty() {
-            let rows = plan
-                .memberships
-                .iter()
-                .map(|m| Ok((id_of(m.contact)?, m.status.as_str())))
-                .collect::<StoreResult<Vec<_>>>()?;
-            // The rules are enforced here too, not only in the plan: a contact bounced or
-            // unsubscribed concurrently is never made active, an unsubscribed membership
-            // never re-activated.
-            self.q(
-                "INSERT INTO memberships (list_id, contact_id, status, origin, created_at,
-                    subscribed_at, unsubscribed_at, updated_at)
-                 SELECT ?1, c.id, j.value ->> 1, 'import', ?2,
-                    CASE WHEN j.value ->> 1 = 'active' THEN ?2 END,
-                    CASE WHEN j.value ->> 1 = 'unsubscribed' THEN ?2 END, ?2
-                 FROM jsonb_each(?3) j JOIN contacts c ON c.id = j.value ->> 0
-                 WHERE j.value ->> 1 = 'unsubscribed' OR c.status = 'normal'
-                 ON CONFLICT (list_id, contact_id) DO UPDATE SET
-                    status = 'unsubscribed', unsubscribed_at = excluded.updated_at,
-                    updated_at = excluded.updated_at
-                 WHERE excluded.status = 'unsubscribed' AND memberships.status = 'active'",
-            )
-            .bind(page.list_id)
-            .bind(&now_text)
-            .bind(to_json(&rows)?)
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        if !plan.values.is_empty() {
-            let rows = plan
-                .values
-                .iter()
-                .map(|v| Ok((id_of(v.contact)?, v.field_id, &v.value)))
-                .collect::<StoreResult<Vec<_>>>()?;
-            self.q(
-                "INSERT INTO field_values (contact_id, field_id, value, importer, run_id,
-                    updated_at)
-                 SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, ?1, ?2, ?3
-                 FROM jsonb_each(?4) j WHERE true
-                 ON CONFLICT (contact_id, field_id) DO UPDATE SET value = excluded.value,
-                    importer = excluded.importer, run_id = excluded.run_id,
-                    updated_at = excluded.updated_at",
-            )
-            .bind(page.importer)
-            .bind(page.run_id)
-            .bind(&now_text)
-            .bind(to_json(&rows)?)
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        if !plan.events.is_empty() {
-            // Each event's changes ride in the batch as a JSON object (the plan's text,
-            // spliced in as it is), not as a string of JSON (which would escape every
-            // quote), and `->` stores it back as JSON text.
-            let mut batch = Vec::with_capacity(
-                plan.events
-                    .iter()
-                    .map(|e| e.changes.len() + 80)
-                    .sum::<usize>()
-                    + 2,
-            );
-            batch.push(b'[');
-            for (i, e) in plan.events.iter().enumerate() {
-                if i > 0 {
-                    batch.push(b',');
-                }
-                let head = (
-                    e.kind.as_str(),
-                    id_of(e.contact)?,
-                    &prepared.records[e.contact].email,
-                    e.list_id,
-                );
-                serde_json::to_writer(&mut batch, &head)
-                    .map_err(|e| StoreError::Other(format!("encoding a batch: {e}")))?;
-                // `head` is a JSON array: reopen it to append the changes object.
-                batch.pop();
-                batch.push(b',');
-                batch.extend_from_slice(e.changes.as_bytes());
-                batch.push(b']');
-            }
-            batch.push(b']');
-            let rows = String::from_utf8(batch)
-                .map_err(|e| StoreError::Other(format!("encoding a batch: {e}")))?;
-            self.q(
-                "INSERT INTO change_events (at, kind, contact_id, email, list_id, origin, notify,
-                    importer, run_id, changes)
-                 SELECT ?1, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3,
-                    'import', 0, ?2, ?3, j.value -> 4
-                 FROM jsonb_each(?4) j",
-            )
-            .bind(&now_text)
-            .bind(page.importer)
-            .bind(page.run_id)
-            .bind(rows)
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        let mut outcome = plan.outcome;
-        if !page.deleted_external_ids.is_empty() {
-            let done = self
-                .q("UPDATE contact_sources SET deleted_at = ?1
-                     WHERE importer = ?2 AND deleted_at IS NULL
-                       AND external_id IN (SELECT value FROM json_each(?3))")
-                .bind(&now_text)
-                .bind(page.importer)
-                .bind(to_json(&page.deleted_external_ids)?)
-                .execute(&mut *tx)
-                .await?;
-            outcome.deleted = done.rows_affected();
-        }
-
-        self.save_state(&mut tx, page.importer, page.checkpoint, now)
-            .await?;
-        self.q(
-            "UPDATE runs SET pages = pages + 1, created = created + ?1, updated = updated + ?2,
-                unchanged = unchanged + ?3, field_failures = field_failures + ?4,
-                deleted = deleted + ?5
-             WHERE id = ?6",
-        )
-        .bind(outcome.created as i64)
-        .bind(outcome.updated as i64)
-        .bind(outcome.unchanged as i64)
-        .bind(outcome.field_failures as i64)
-        .bind(outcome.deleted as i64)
-        .bind(page.run_id)
-        .execute(&mut *tx)
-        .await?;
-        self.commit(tx).await?;
+        let written = self.write_page_on(&mut guard.conn, page).await;
+        let restored = self
+            .q("PRAGMA foreign_keys = ON")
+            .execute(&mut *guard.conn)
+            .await;
+        guard.restored = restored.is_ok();
+        drop(guard);
+        let outcome = written?;
+        restored?;
         self.checkpoint_after_write().await?;
         Ok(outcome)
     }
@@ -1159,6 +1268,15 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn close(&self) {
+        let Some(checkpointer) = self.checkpointer.lock().await.take() else {
+            return;
+        };
+        self.closing.store(true, Ordering::Relaxed);
+        let _ = self.checkpoints.send(()).await;
+        let _ = checkpointer.await;
     }
 
     fn backend(&self) -> Backend {

@@ -618,7 +618,10 @@ async fn a_page_costs_the_same_statements_whatever_its_size(ctx: Ctx) {
     assert_eq!(costs[1], costs[3], "updating 10 vs 2000: {costs:?}");
     assert_eq!(costs[0], costs[4], "creating 10 vs 4000: {costs:?}");
     assert_eq!(costs[1], costs[5], "updating 10 vs 4000: {costs:?}");
-    assert!(costs.iter().all(|&c| c <= 14), "{costs:?}");
+    // At most 17 on SQLite: foreign keys switched off and on around the transaction, one
+    // check of the page's list and fields instead of per-row checks, and new contacts'
+    // first id read before a plain INSERT; fewer on PostgreSQL.
+    assert!(costs.iter().all(|&c| c <= 17), "{costs:?}");
     assert_eq!(ctx.count("SELECT COUNT(*) FROM contacts").await, 6010);
     assert_eq!(ctx.count("SELECT COUNT(*) FROM field_values").await, 12020);
     let events = ctx.store.change_events(0, 100_000).await.unwrap();

@@ -95,3 +95,58 @@ async fn unknown_schemes_and_memory_stores_are_refused_clearly() {
         .to_string();
     assert!(error.contains("needs a file path"), "{error}");
 }
+
+/// A page write switches foreign keys off for its own transaction only: afterwards every
+/// connection of the pool enforces them again, and a page naming a list that is not in
+/// the store is refused rather than written. `close` leaves no WAL behind.
+#[tokio::test]
+async fn sqlite_page_writes_leave_foreign_keys_on_and_close_truncates_the_wal() {
+    use std::sync::Arc;
+    use tributary::store::Store;
+    use tributary::store::sqlite::SqliteStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tributary.db");
+    let url = format!("sqlite://{}", path.display());
+    let concrete = Arc::new(
+        SqliteStore::open(&url, StoreOptions::default())
+            .await
+            .unwrap(),
+    );
+    let dyn_store: Arc<dyn Store> = concrete.clone();
+    let crm = super::harness::importer(&dyn_store, "crm", "Customers").await;
+    let records: Vec<_> = (0..50)
+        .map(|i| super::harness::rec(&format!("p{i}@example.com")))
+        .collect();
+    crm.write(&dyn_store, &records).await.unwrap();
+
+    // Every pooled connection (acquired together, so all of them) enforces foreign keys.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(concrete.pool().acquire().await.unwrap());
+    }
+    for conn in &mut held {
+        let on: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
+        assert_eq!(on, 1, "foreign keys back on after a page write");
+    }
+    drop(held);
+
+    let mut stray = super::harness::importer(&dyn_store, "stray", "Other").await;
+    stray.list_id = 987_654;
+    let error = stray
+        .write(&dyn_store, &[super::harness::rec("q@example.com")])
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("not in the store"), "{error}");
+
+    dyn_store.close().await;
+    let wal = dir.path().join("tributary.db-wal");
+    let wal_bytes = std::fs::metadata(&wal).map_or(0, |m| m.len());
+    assert_eq!(
+        wal_bytes, 0,
+        "the WAL is copied back and truncated on close"
+    );
+}
