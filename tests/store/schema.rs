@@ -64,8 +64,8 @@ async fn sqlite_store_and_key_file_are_owner_only_and_wal() {
         .unwrap();
     assert_eq!(
         cache,
-        -16 * 1024,
-        "16 MiB of page cache on the store's connections"
+        -8 * 1024,
+        "8 MiB of page cache on the store's connections"
     );
 
     // The WAL and shared-memory files SQLite creates inherit the owner-only mode.
