@@ -60,6 +60,8 @@ pub struct SqliteStore {
     checkpointer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Set by `close`: the checkpointer's last pass truncates the WAL.
     closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The connection page writes keep between them (see `write_page`).
+    writer: tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<Sqlite>>>,
     /// Held by the checkpointer during a pass (see `start_wal_over_if_large`).
     checkpoint_passes: std::sync::Arc<tokio::sync::Mutex<()>>,
     wal_path: PathBuf,
@@ -159,14 +161,16 @@ fn spawn_checkpointer(
 /// A pooled connection with foreign keys switched off for a page write: closed instead
 /// of returned to the pool unless they were switched back on.
 struct ForeignKeysOff {
-    conn: sqlx::pool::PoolConnection<Sqlite>,
+    conn: Option<sqlx::pool::PoolConnection<Sqlite>>,
     restored: bool,
 }
 
 impl Drop for ForeignKeysOff {
     fn drop(&mut self) {
-        if !self.restored {
-            self.conn.close_on_drop();
+        if let Some(conn) = &mut self.conn
+            && !self.restored
+        {
+            conn.close_on_drop();
         }
     }
 }
@@ -251,6 +255,7 @@ impl SqliteStore {
             checkpointer: tokio::sync::Mutex::new(Some(checkpointer)),
             closing,
             checkpoint_passes,
+            writer: tokio::sync::Mutex::new(None),
         };
         store.migrate().await?;
         Ok(store)
@@ -1148,20 +1153,33 @@ impl Store for SqliteStore {
         // ignored inside a transaction, so it is switched around it; a connection whose
         // write was abandoned half-way is closed, never returned to the pool with them off.
         self.start_wal_over_if_large().await?;
+        // Page writes keep one connection of the pool between them, so its page cache
+        // stays warm from one write to the next (the pool hands connections out in
+        // turn, and each would otherwise fill its own cache with the same pages).
+        let mut writer = self.writer.lock().await;
+        let conn = match writer.take() {
+            Some(conn) => conn,
+            None => self.pool.acquire().await?,
+        };
         let mut guard = ForeignKeysOff {
-            conn: self.pool.acquire().await?,
+            conn: Some(conn),
             restored: false,
         };
+        let conn = guard.conn.as_mut().expect("set above");
         self.q("PRAGMA foreign_keys = OFF")
-            .execute(&mut *guard.conn)
+            .execute(&mut **conn)
             .await?;
-        let written = self.write_page_on(&mut guard.conn, page).await;
+        let written = self.write_page_on(conn, page).await;
         let restored = self
             .q("PRAGMA foreign_keys = ON")
-            .execute(&mut *guard.conn)
+            .execute(&mut **conn)
             .await;
         guard.restored = restored.is_ok();
+        if guard.restored && written.is_ok() {
+            *writer = guard.conn.take();
+        }
         drop(guard);
+        drop(writer);
         let outcome = written?;
         restored?;
         self.checkpoint_after_write().await?;
@@ -1273,6 +1291,7 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        drop(self.writer.lock().await.take());
         let Some(checkpointer) = self.checkpointer.lock().await.take() else {
             return;
         };
