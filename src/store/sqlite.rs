@@ -279,15 +279,20 @@ impl SqliteStore {
     /// the WAL grows as large as the import. Here the writer waits for the checkpointer's
     /// pass to end (a few milliseconds) and copies what is left itself, about once per
     /// 64 MiB of WAL.
-    async fn start_wal_over_if_large(&self) -> StoreResult<()> {
+    ///
+    /// Never fails the write: a checkpoint that could not be made now (another process
+    /// checkpointing, say) is made by a later one.
+    async fn start_wal_over_if_large(&self) {
         let wal_bytes = std::fs::metadata(&self.wal_path).map_or(0, |m| m.len());
         if wal_bytes > WAL_RESET_BYTES {
             let _pass = self.checkpoint_passes.lock().await;
-            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
                 .execute(&self.pool)
-                .await?;
+                .await
+            {
+                tracing::warn!(%error, "WAL checkpoint failed; trying again before the next write.");
+            }
         }
-        Ok(())
     }
 
     /// The page write itself, on `conn` (see `write_page`).
@@ -664,7 +669,10 @@ impl SqliteStore {
     /// Wakes the checkpointer; when the WAL has grown past `WAL_FORCE_BYTES` anyway (the
     /// checkpointer can only copy what no reader still needs, so a reader that never
     /// pauses could let it grow without bound), checkpoints here, waiting for readers.
-    async fn checkpoint_after_write(&self) -> StoreResult<()> {
+    ///
+    /// Never fails the write: it runs after the commit, and a checkpoint that could not
+    /// be made now is made by a later one.
+    async fn checkpoint_after_write(&self) {
         let _ = self.checkpoints.try_send(());
         let wal_bytes = std::fs::metadata(&self.wal_path).map_or(0, |m| m.len());
         if wal_bytes > WAL_FORCE_BYTES {
@@ -672,11 +680,13 @@ impl SqliteStore {
                 wal_bytes,
                 "The WAL outgrew its checkpoints; checkpointing now, waiting for readers."
             );
-            sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+            if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(RESTART)")
                 .execute(&self.pool)
-                .await?;
+                .await
+            {
+                tracing::warn!(%error, "WAL checkpoint failed; trying again after the next write.");
+            }
         }
-        Ok(())
     }
 
     fn q(&self, sql: &'static str) -> Query {
@@ -1146,13 +1156,13 @@ impl Store for SqliteStore {
     }
 
     async fn write_page(&self, page: PageWrite<'_>) -> StoreResult<PageOutcome> {
+        self.start_wal_over_if_large().await;
         // Foreign keys are not checked row by row inside a page write: every id the page
         // writes was read or assigned in this same transaction, under the write lock, so
         // each check would be a B-tree probe that cannot fail (13 per new contact; about
         // 7 % of a first import). Every other write keeps them. `PRAGMA foreign_keys` is
         // ignored inside a transaction, so it is switched around it; a connection whose
         // write was abandoned half-way is closed, never returned to the pool with them off.
-        self.start_wal_over_if_large().await?;
         // Page writes keep one connection of the pool between them, so its page cache
         // stays warm from one write to the next (the pool hands connections out in
         // turn, and each would otherwise fill its own cache with the same pages).
@@ -1181,8 +1191,11 @@ impl Store for SqliteStore {
         drop(guard);
         drop(writer);
         let outcome = written?;
-        restored?;
-        self.checkpoint_after_write().await?;
+        if let Err(error) = restored {
+            // The page is committed; the connection was closed rather than pooled.
+            tracing::warn!(%error, "Could not switch foreign keys back on; connection closed.");
+        }
+        self.checkpoint_after_write().await;
         Ok(outcome)
     }
 
