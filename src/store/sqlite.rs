@@ -3,10 +3,13 @@
 //! never has to upgrade a read lock (which SQLite may refuse with `SQLITE_BUSY` at once).
 //!
 //! Pages are written set-based: each batch statement receives its rows as one JSON array
-//! bound as a single parameter and unpacked with `json_each`, so the SQL text is fixed (its
-//! prepared statement is cached per connection), the number of statements per page is
-//! constant, and the 32,766 bind-parameter limit is never approached. Times are stored as
-//! fixed-width UTC text so that text order is time order.
+//! bound as a single parameter and unpacked with `jsonb_each` (lists of plain values with
+//! `json_each`), so the SQL text is fixed (its prepared statement is cached per
+//! connection), the number of statements per page is constant, and the 32,766
+//! bind-parameter limit is never approached. Times are stored as fixed-width UTC text so
+//! that text order is time order. Page writes run with foreign keys off on a connection
+//! they keep, and WAL checkpoints run beside them; see `write_page` and
+//! `spawn_checkpointer`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
