@@ -57,12 +57,11 @@ pub struct SqliteStore {
     statements: AtomicU64,
     last_prune: Mutex<Option<Instant>>,
     lease_ttls: Mutex<HashMap<(String, i64), Duration>>,
-    /// Wakes the checkpointer after a write; dropping it ends the checkpointer.
-    checkpoints: tokio::sync::mpsc::Sender<()>,
+    /// Wakes the checkpointer after a write; `close` drops it, which ends the
+    /// checkpointer with a last `TRUNCATE`.
+    checkpoints: Mutex<Option<tokio::sync::mpsc::Sender<()>>>,
     /// The checkpointer, awaited by `close`.
     checkpointer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// Set by `close`: the checkpointer's last pass truncates the WAL.
-    closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The connection page writes keep between them (see `write_page`).
     writer: tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<Sqlite>>>,
     /// Held by the checkpointer during a pass (see `start_wal_over_if_large`).
@@ -121,10 +120,10 @@ fn wal_path_of(path: &Path) -> PathBuf {
 /// Starts the task that copies the WAL back into the database file: woken after every
 /// page write (wakes while it runs are merged into one) and every `CHECKPOINT_EVERY`.
 /// `PASSIVE` never waits for a reader or blocks a writer, so page writes go on while it
-/// copies. `close` has it make a last `TRUNCATE` checkpoint and end.
+/// copies. When its sender is dropped (`close`, or the store dropped) it makes a last
+/// `TRUNCATE` checkpoint and ends.
 fn spawn_checkpointer(
     connect: SqliteConnectOptions,
-    closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
     passes: std::sync::Arc<tokio::sync::Mutex<()>>,
 ) -> (tokio::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
     let (wake, mut woken) = tokio::sync::mpsc::channel::<()>(1);
@@ -136,26 +135,20 @@ fn spawn_checkpointer(
                 return;
             }
         };
-        loop {
-            // Woken, or `CHECKPOINT_EVERY` passed; the store was dropped: stop.
-            if let Ok(None) = tokio::time::timeout(CHECKPOINT_EVERY, woken.recv()).await {
-                break;
-            }
-            let last = closing.load(Ordering::Relaxed);
-            let mode = if last {
-                "PRAGMA wal_checkpoint(TRUNCATE)"
-            } else {
-                "PRAGMA wal_checkpoint(PASSIVE)"
-            };
-            let pass = passes.lock().await;
-            if let Err(error) = sqlx::query(mode).execute(&mut conn).await {
+        let checkpoint = async |conn: &mut sqlx::SqliteConnection, mode: &'static str| {
+            let _pass = passes.lock().await;
+            if let Err(error) = sqlx::query(mode).execute(&mut *conn).await {
                 tracing::warn!(%error, "WAL checkpoint failed; trying again after the next write.");
             }
-            drop(pass);
-            if last {
-                break;
-            }
+        };
+        // Woken, or `CHECKPOINT_EVERY` passed: a pass. The sender dropped: the last one.
+        while !matches!(
+            tokio::time::timeout(CHECKPOINT_EVERY, woken.recv()).await,
+            Ok(None)
+        ) {
+            checkpoint(&mut conn, "PRAGMA wal_checkpoint(PASSIVE)").await;
         }
+        checkpoint(&mut conn, "PRAGMA wal_checkpoint(TRUNCATE)").await;
         let _ = conn.close().await;
     });
     (wake, task)
@@ -236,12 +229,10 @@ impl SqliteStore {
             .max_connections(options.max_connections.unwrap_or(4))
             .connect_with(connect.clone())
             .await?;
-        let closing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let checkpoint_passes = std::sync::Arc::new(tokio::sync::Mutex::new(()));
         // Checkpoints copy WAL frames straight to the file; the page cache is not used.
         let (checkpoints, checkpointer) = spawn_checkpointer(
             connect.pragma("cache_size", "-1024"),
-            std::sync::Arc::clone(&closing),
             std::sync::Arc::clone(&checkpoint_passes),
         );
         let store = SqliteStore {
@@ -254,9 +245,8 @@ impl SqliteStore {
             statements: AtomicU64::new(0),
             last_prune: Mutex::new(None),
             lease_ttls: Mutex::new(HashMap::new()),
-            checkpoints,
+            checkpoints: Mutex::new(Some(checkpoints)),
             checkpointer: tokio::sync::Mutex::new(Some(checkpointer)),
-            closing,
             checkpoint_passes,
             writer: tokio::sync::Mutex::new(None),
         };
@@ -676,7 +666,11 @@ impl SqliteStore {
     /// Never fails the write: it runs after the commit, and a checkpoint that could not
     /// be made now is made by a later one.
     async fn checkpoint_after_write(&self) {
-        let _ = self.checkpoints.try_send(());
+        if let Ok(wake) = self.checkpoints.lock()
+            && let Some(wake) = wake.as_ref()
+        {
+            let _ = wake.try_send(());
+        }
         let wal_bytes = std::fs::metadata(&self.wal_path).map_or(0, |m| m.len());
         if wal_bytes > WAL_FORCE_BYTES {
             tracing::info!(
@@ -1308,12 +1302,12 @@ impl Store for SqliteStore {
 
     async fn close(&self) {
         drop(self.writer.lock().await.take());
-        let Some(checkpointer) = self.checkpointer.lock().await.take() else {
-            return;
-        };
-        self.closing.store(true, Ordering::Relaxed);
-        let _ = self.checkpoints.send(()).await;
-        let _ = checkpointer.await;
+        if let Ok(mut wake) = self.checkpoints.lock() {
+            wake.take();
+        }
+        if let Some(checkpointer) = self.checkpointer.lock().await.take() {
+            let _ = checkpointer.await;
+        }
     }
 
     fn backend(&self) -> Backend {
