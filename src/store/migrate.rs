@@ -19,18 +19,32 @@ pub(crate) struct Migration {
 }
 
 /// SQLite migrations.
-pub(crate) const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    description: "initial",
-    sql: include_str!("../../migrations/sqlite/0001_initial.sql"),
-}];
+pub(crate) const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "initial",
+        sql: include_str!("../../migrations/sqlite/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "page writes check parents once",
+        sql: include_str!("../../migrations/sqlite/0002_page_writes_check_parents_once.sql"),
+    },
+];
 
 /// PostgreSQL migrations.
-pub(crate) const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    description: "initial",
-    sql: include_str!("../../migrations/postgres/0001_initial.sql"),
-}];
+pub(crate) const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "initial",
+        sql: include_str!("../../migrations/postgres/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "page writes check parents once",
+        sql: include_str!("../../migrations/postgres/0002_page_writes_check_parents_once.sql"),
+    },
+];
 
 /// Newest version in a list.
 pub(crate) fn latest(migrations: &[Migration]) -> i64 {

@@ -10,7 +10,7 @@
 //! takes serializes the page against anyone taking the lease over; no advisory locks
 //! (they belong to one pooled connection and vanish with it).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -560,6 +560,29 @@ impl Store for PostgresStore {
         self.check_lease(&mut tx, page.importer, page.fencing_token, now)
             .await?;
 
+        // The rows a page writes have no foreign keys (migration 2): their parents are
+        // checked and held here, once per write. `FOR KEY SHARE` is what a foreign-key
+        // check takes, so a concurrent `DELETE` of the list or a field waits for this
+        // write, and its trigger then removes what the write added.
+        let field_ids: Vec<i64> = page.fields.iter().map(|f| f.field_id).collect();
+        let parents = self
+            .q("WITH l AS (SELECT id FROM lists WHERE id = $1 FOR KEY SHARE),
+                     f AS (SELECT id FROM custom_fields WHERE id = ANY($2) FOR KEY SHARE)
+                SELECT (SELECT COUNT(*) FROM l), (SELECT COUNT(DISTINCT id) FROM f),
+                       (SELECT COUNT(DISTINCT x) FROM UNNEST($2) AS t (x))")
+            .bind(page.list_id)
+            .bind(&field_ids)
+            .fetch_one(&mut *tx)
+            .await?;
+        let (lists, fields, wanted): (i64, i64, i64) =
+            (parents.try_get(0)?, parents.try_get(1)?, parents.try_get(2)?);
+        if lists != 1 || fields != wanted {
+            return Err(StoreError::Other(format!(
+                "importer `{}` wrote a page for a list or custom field that is not in the store",
+                page.importer
+            )));
+        }
+
         let mut existing: HashMap<String, ExistingContact> = HashMap::new();
         if !prepared.records.is_empty() {
             let emails: Vec<&str> = prepared.records.iter().map(|r| r.email.as_str()).collect();
@@ -683,6 +706,35 @@ impl Store for PostgresStore {
                 if let Some(&i) = index.get(email.as_str()) {
                     ids[i] = Some(row.try_get(0)?);
                 }
+            }
+        }
+        // Existing contacts that get rows written without being upserted themselves
+        // (the upsert locks its own rows) are held the way a foreign-key check would.
+        let upserted: HashSet<usize> = plan.contacts.iter().map(|row| row.contact).collect();
+        let mut held: Vec<i64> = plan
+            .sources
+            .iter()
+            .copied()
+            .chain(plan.memberships.iter().map(|m| m.contact))
+            .chain(plan.values.iter().map(|v| v.contact))
+            .filter(|i| !upserted.contains(i))
+            .filter_map(|i| existing.get(&prepared.records[i].email))
+            .map(|e| e.contact_id)
+            .collect();
+        held.sort_unstable();
+        held.dedup();
+        if !held.is_empty() {
+            let locked = self
+                .q("SELECT id FROM contacts WHERE id = ANY($1) FOR KEY SHARE")
+                .bind(&held)
+                .fetch_all(&mut *tx)
+                .await?;
+            if locked.len() != held.len() {
+                return Err(StoreError::Other(format!(
+                    "importer `{}`: {} contact(s) were deleted while their page was being written",
+                    page.importer,
+                    held.len() - locked.len()
+                )));
             }
         }
         let id_of = |index: usize| -> StoreResult<i64> {
@@ -1238,7 +1290,7 @@ impl Store for PostgresStore {
             }
             UnsubscribeScope::List(name) => {
                 let list_id: i64 = self
-                    .q("SELECT id FROM lists WHERE name = $1")
+                    .q("SELECT id FROM lists WHERE name = $1 FOR KEY SHARE")
                     .bind(&name)
                     .fetch_optional(&mut *tx)
                     .await?

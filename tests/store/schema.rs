@@ -4,13 +4,13 @@ use std::os::unix::fs::PermissionsExt;
 
 use tributary::store::{self, Backend, StoreError, StoreOptions};
 
-use super::harness::{Ctx, on_both_backends};
+use super::harness::{Ctx, RecordExt, on_both_backends};
 
 async fn migrations_apply_once_and_a_newer_store_is_refused(ctx: Ctx) {
-    assert_eq!(ctx.count("SELECT COUNT(*) FROM tributary_schema").await, 1);
+    assert_eq!(ctx.count("SELECT COUNT(*) FROM tributary_schema").await, 2);
     // Opening again applies nothing twice.
     ctx.reopen(ctx.options()).await.unwrap();
-    assert_eq!(ctx.count("SELECT COUNT(*) FROM tributary_schema").await, 1);
+    assert_eq!(ctx.count("SELECT COUNT(*) FROM tributary_schema").await, 2);
 
     ctx.exec(
         "INSERT INTO tributary_schema (version, description, checksum, applied_at)
@@ -27,7 +27,93 @@ async fn migrations_apply_once_and_a_newer_store_is_refused(ctx: Ctx) {
     assert!(message.contains("upgrade tributary"), "{message}");
 }
 
-on_both_backends!(migrations_apply_once_and_a_newer_store_is_refused);
+/// Page writes check a page's list and fields once (SQLite with its foreign keys switched
+/// off for the write, PostgreSQL without per-row foreign keys since migration 2), so both
+/// must still refuse a page naming a list or field that is not in the store, and deleting
+/// a contact, list or field by hand must still take what hangs off it along.
+async fn missing_parents_are_refused_and_deletes_cascade(ctx: Ctx) {
+    use tributary::model::{CustomFieldDef, CustomFieldType, FieldValue};
+
+    let store = &ctx.store;
+    let def = |tag: &str| CustomFieldDef {
+        tag: tag.into(),
+        label: tag.trim_matches('%').into(),
+        field_type: CustomFieldType::Text,
+        service: "crm".into(),
+    };
+    let mut crm = super::harness::importer(store, "crm", "Customers").await;
+    crm.fields = store
+        .ensure_custom_fields(&[def("%CRM_TIER%"), def("%CRM_REGION%")])
+        .await
+        .unwrap();
+    let records: Vec<_> = (0..3)
+        .map(|i| {
+            super::harness::rec(&format!("p{i}@example.com"))
+                .external(&i.to_string())
+                .custom(0, FieldValue::Text(format!("tier {i}")))
+                .custom(1, FieldValue::Text(format!("region {i}")))
+        })
+        .collect();
+    assert_eq!(crm.write(store, &records).await.unwrap().created, 3);
+    let shop = super::harness::importer(store, "shop", "Buyers").await;
+    shop.write(store, &records[..1]).await.unwrap();
+
+    let count = |table: &str| format!("SELECT COUNT(*) FROM {table}");
+    assert_eq!(ctx.count(&count("field_values")).await, 6);
+    assert_eq!(ctx.count(&count("memberships")).await, 4);
+    assert_eq!(ctx.count(&count("contact_sources")).await, 4);
+
+    // A page for a list or a field that is not there is refused, and writes nothing.
+    let mut stray = super::harness::importer(store, "stray", "Other").await;
+    stray.list_id = 987_654;
+    let error = stray
+        .write(store, &[super::harness::rec("q@example.com")])
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("not in the store"), "{error}");
+    let mut stray = super::harness::importer(store, "stray-field", "Other").await;
+    stray.fields = crm.fields.clone();
+    stray.fields[1].field_id = 987_654;
+    let error = stray
+        .write(store, &[super::harness::rec("q@example.com")])
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("not in the store"), "{error}");
+    assert_eq!(
+        ctx.count("SELECT COUNT(*) FROM contacts WHERE email = 'q@example.com'")
+            .await,
+        0
+    );
+
+    // Deleting by hand: a contact takes its values, memberships and sources along; a
+    // list its memberships; a field its values.
+    let on = if ctx.backend == tributary::store::Backend::Sqlite {
+        "PRAGMA foreign_keys = ON; "
+    } else {
+        ""
+    };
+    ctx.exec(&format!(
+        "{on}DELETE FROM contacts WHERE email = 'p0@example.com'"
+    ))
+    .await;
+    assert_eq!(ctx.count(&count("field_values")).await, 4);
+    assert_eq!(ctx.count(&count("memberships")).await, 2);
+    assert_eq!(ctx.count(&count("contact_sources")).await, 2);
+    ctx.exec(&format!("{on}DELETE FROM lists WHERE name = 'Customers'"))
+        .await;
+    assert_eq!(ctx.count(&count("memberships")).await, 0);
+    ctx.exec(&format!(
+        "{on}DELETE FROM custom_fields WHERE tag = '%CRM_REGION%'"
+    ))
+    .await;
+    assert_eq!(ctx.count(&count("field_values")).await, 2);
+    assert_eq!(ctx.count(&count("contacts")).await, 2);
+}
+
+on_both_backends!(
+    migrations_apply_once_and_a_newer_store_is_refused,
+    missing_parents_are_refused_and_deletes_cascade,
+);
 
 #[tokio::test]
 async fn sqlite_store_and_key_file_are_owner_only_and_wal() {
