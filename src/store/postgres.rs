@@ -566,16 +566,21 @@ impl Store for PostgresStore {
         // write, and its trigger then removes what the write added.
         let field_ids: Vec<i64> = page.fields.iter().map(|f| f.field_id).collect();
         let parents = self
-            .q("WITH l AS (SELECT id FROM lists WHERE id = $1 FOR KEY SHARE),
+            .q(
+                "WITH l AS (SELECT id FROM lists WHERE id = $1 FOR KEY SHARE),
                      f AS (SELECT id FROM custom_fields WHERE id = ANY($2) FOR KEY SHARE)
                 SELECT (SELECT COUNT(*) FROM l), (SELECT COUNT(DISTINCT id) FROM f),
-                       (SELECT COUNT(DISTINCT x) FROM UNNEST($2) AS t (x))")
+                       (SELECT COUNT(DISTINCT x) FROM UNNEST($2) AS t (x))",
+            )
             .bind(page.list_id)
             .bind(&field_ids)
             .fetch_one(&mut *tx)
             .await?;
-        let (lists, fields, wanted): (i64, i64, i64) =
-            (parents.try_get(0)?, parents.try_get(1)?, parents.try_get(2)?);
+        let (lists, fields, wanted): (i64, i64, i64) = (
+            parents.try_get(0)?,
+            parents.try_get(1)?,
+            parents.try_get(2)?,
+        );
         if lists != 1 || fields != wanted {
             return Err(StoreError::Other(format!(
                 "importer `{}` wrote a page for a list or custom field that is not in the store",
