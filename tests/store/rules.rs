@@ -3,7 +3,7 @@
 use tributary::model::personalization_tag;
 use tributary::model::{CustomFieldDef, CustomFieldType, FieldValue, SubscriptionMeaning};
 use tributary::store::{
-    ChangeKind, ContactFilter, ContactStatus, ContactView, FieldChange, FieldOrigin,
+    Backend, ChangeKind, ContactFilter, ContactStatus, ContactView, FieldChange, FieldOrigin,
     MembershipStatus, StoreError, UnsubscribeScope,
 };
 
@@ -561,7 +561,7 @@ async fn contacts_filter_by_list_and_email(ctx: Ctx) {
     assert!(matches!(missing, StoreError::NotFound(_)), "{missing}");
 }
 
-async fn a_page_costs_the_same_statements_whatever_its_size(ctx: Ctx) {
+async fn a_page_costs_statements_per_batch_never_per_record(ctx: Ctx) {
     let mut crm = importer(&ctx.store, "crm", "customers").await;
     crm.fields = ctx
         .store
@@ -594,8 +594,8 @@ async fn a_page_costs_the_same_statements_whatever_its_size(ctx: Ctx) {
             .collect()
     };
     let mut costs = Vec::new();
-    // 4,000 records (8,000 events) would pass SQLite's bind-parameter limit as a
-    // multi-row VALUES: still the same count.
+    // 4,000 records (8,000 events) would pass SQLite's bind-parameter limit as one
+    // multi-row VALUES: SQLite's statements take 250 rows each.
     for size in [10, 2000, 4000] {
         let prefix = format!("p{size}-");
         let deleted: Vec<String> = (0..size).map(|i| format!("gone-{i}")).collect();
@@ -614,14 +614,30 @@ async fn a_page_costs_the_same_statements_whatever_its_size(ctx: Ctx) {
             }
         }
     }
-    assert_eq!(costs[0], costs[2], "creating 10 vs 2000: {costs:?}");
-    assert_eq!(costs[1], costs[3], "updating 10 vs 2000: {costs:?}");
-    assert_eq!(costs[0], costs[4], "creating 10 vs 4000: {costs:?}");
-    assert_eq!(costs[1], costs[5], "updating 10 vs 4000: {costs:?}");
-    // At most 17 on SQLite: foreign keys switched off and on around the transaction, one
-    // check of the page's list and fields instead of per-row checks, and new contacts'
-    // first id read before a plain INSERT; fewer on PostgreSQL.
-    assert!(costs.iter().all(|&c| c <= 17), "{costs:?}");
+    // A small page: at most 17 statements on SQLite (foreign keys switched off and on
+    // around the transaction, one check of the page's list and fields instead of per-row
+    // checks, new contacts' first id read before a plain INSERT); fewer on PostgreSQL.
+    assert!(costs[0] <= 17 && costs[1] <= 17, "{costs:?}");
+    match ctx.backend {
+        // One array per column: the same statements whatever the size.
+        Backend::Postgres => {
+            assert_eq!(costs[0], costs[2], "creating 10 vs 2000: {costs:?}");
+            assert_eq!(costs[1], costs[3], "updating 10 vs 2000: {costs:?}");
+            assert_eq!(costs[0], costs[4], "creating 10 vs 4000: {costs:?}");
+            assert_eq!(costs[1], costs[5], "updating 10 vs 4000: {costs:?}");
+        }
+        // One more execution per 250 rows of a table (5 tables, up to 2 rows each per
+        // record): 4,000 records cost about a hundred statements, not thousands.
+        Backend::Sqlite => {
+            for (small, big, size) in [(0, 2, 2000), (1, 3, 2000), (0, 4, 4000), (1, 5, 4000)] {
+                let extra = costs[big] - costs[small];
+                assert!(
+                    extra > 0 && extra <= 7 * (size as u64).div_ceil(250),
+                    "{size} records: {costs:?}"
+                );
+            }
+        }
+    }
     assert_eq!(ctx.count("SELECT COUNT(*) FROM contacts").await, 6010);
     assert_eq!(ctx.count("SELECT COUNT(*) FROM field_values").await, 12020);
     let events = ctx.store.change_events(0, 100_000).await.unwrap();
@@ -651,5 +667,5 @@ on_both_backends!(
     deleted_at_service_is_recorded_on_the_source,
     change_events_describe_import_changes_without_notifying,
     contacts_filter_by_list_and_email,
-    a_page_costs_the_same_statements_whatever_its_size,
+    a_page_costs_statements_per_batch_never_per_record,
 );
