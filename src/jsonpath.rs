@@ -111,6 +111,50 @@ impl JsonPath {
     pub fn as_str(&self) -> &str {
         &self.source
     }
+
+    /// The member names the path starts with and what follows them, for a path in the
+    /// direct-walk grammar (`None` for any other path: what it reads is not known). The
+    /// page projection uses it to prove which members of a page a path can reach.
+    pub(crate) fn leading_members(&self) -> Option<Leading<'_>> {
+        let steps = self.steps.as_deref()?;
+        let count = steps
+            .iter()
+            .take_while(|step| matches!(step, Step::Member(_)))
+            .count();
+        let members = steps[..count]
+            .iter()
+            .map(|step| match step {
+                Step::Member(name) => name.as_str(),
+                _ => unreachable!("only member steps were counted"),
+            })
+            .collect();
+        let rest = match &steps[count..] {
+            [] => Rest::Nothing,
+            [Step::Wildcard] => Rest::Wildcard,
+            _ => Rest::More,
+        };
+        Some(Leading { members, rest })
+    }
+}
+
+/// How a path of the direct-walk grammar begins (see [`JsonPath::leading_members`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Leading<'p> {
+    /// The names of the member steps before the first step of another kind.
+    pub members: Vec<&'p str>,
+    /// What comes after them.
+    pub rest: Rest,
+}
+
+/// The steps of a path after its leading member steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rest {
+    /// None: the path ends with its member steps.
+    Nothing,
+    /// One wildcard (`[*]`, `.*`), and nothing after it.
+    Wildcard,
+    /// Anything else: an index, a filter, or a wildcard followed by more steps.
+    More,
 }
 
 /// One segment of a path in the direct-walk grammar. Each behaves exactly as
@@ -845,6 +889,34 @@ mod tests {
                 JsonPath::parse(source).is_err(),
                 "{source} should not parse"
             );
+        }
+    }
+
+    #[test]
+    fn leading_members_are_given_for_the_small_grammar_only() {
+        let leading = |source: &str| {
+            JsonPath::parse(source)
+                .unwrap()
+                .leading_members()
+                .map(|l| (l.members.join("/"), l.rest))
+        };
+        let some = |members: &str, rest| Some((members.to_string(), rest));
+        assert_eq!(leading("$"), some("", Rest::Nothing));
+        assert_eq!(leading("$.data"), some("data", Rest::Nothing));
+        assert_eq!(leading("$.a['b c'].d"), some("a/b c/d", Rest::Nothing));
+        assert_eq!(leading("$.data[*]"), some("data", Rest::Wildcard));
+        assert_eq!(leading("$.data.*"), some("data", Rest::Wildcard));
+        assert_eq!(leading("$[*]"), some("", Rest::Wildcard));
+        assert_eq!(leading("$.data[*].id"), some("data", Rest::More));
+        assert_eq!(leading("$.data[*][*]"), some("data", Rest::More));
+        assert_eq!(leading("$.data[-1].id"), some("data", Rest::More));
+        assert_eq!(
+            leading("$.emails[?@.primary == true]"),
+            some("emails", Rest::More)
+        );
+        assert_eq!(leading("$[?@.a == 1].b"), some("", Rest::More));
+        for source in ["$..a", "$.a[0:1]", "$['a','b']", "$.data[-1:].id"] {
+            assert_eq!(leading(source), None, "{source}");
         }
     }
 

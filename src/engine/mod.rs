@@ -16,6 +16,7 @@ pub mod client;
 pub mod extract;
 pub mod filter;
 pub mod paginate;
+pub mod projection;
 pub mod redact;
 pub mod run;
 

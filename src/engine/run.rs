@@ -17,6 +17,7 @@ use crate::engine::client::{Client, ClientError, Prepared, Response, body_start}
 use crate::engine::extract::{Extractor, Mapped, PageShapeError};
 use crate::engine::filter::ClientFilters;
 use crate::engine::paginate::{PageSeen, PaginateError, Paginator, PassPosition, Step};
+use crate::engine::projection::PageProjection;
 use crate::model::{
     Checkpoint, ContactRecord, CustomFieldDef, FieldBinding, PageOutcome, PageWrite,
 };
@@ -524,6 +525,7 @@ impl Run {
         };
         let bindings: Arc<Vec<FieldBinding>> = Arc::new(bindings);
         let extractor = Extractor::new(connector, &bindings);
+        let projection = PageProjection::for_connector(connector);
         let filters =
             ClientFilters::new(&importer.client_filters, connector).map_err(Fail::Other)?;
         let mut paginator = Paginator::new(
@@ -557,8 +559,14 @@ impl Run {
             let (prepared, response, body) = match pending.take() {
                 Some(fetched) => fetched,
                 None => {
-                    self.fetch_page(&mut client, &paginator, &extractor, readd)
-                        .await?
+                    self.fetch_page(
+                        &mut client,
+                        &paginator,
+                        &extractor,
+                        projection.as_ref(),
+                        readd,
+                    )
+                    .await?
                 }
             };
             self.timing.fetch += fetch_started.elapsed();
@@ -684,8 +692,14 @@ impl Run {
                 }
                 if prefetch {
                     pending = Some(
-                        self.fetch_page(&mut client, &paginator, &extractor, readd)
-                            .await?,
+                        self.fetch_page(
+                            &mut client,
+                            &paginator,
+                            &extractor,
+                            projection.as_ref(),
+                            readd,
+                        )
+                        .await?,
                     );
                 } else {
                     self.finish_write().await?;
@@ -707,11 +721,16 @@ impl Run {
 
     /// Fetches the next page and checks its shape: a body that is not JSON, or whose
     /// records path matches nothing, is fetched again, then fails the run.
+    ///
+    /// With a `projection`, record members no path of the connector reads are skipped
+    /// instead of built: the full parse was the engine's largest cost, and a smaller page
+    /// is also cheaper to free.
     async fn fetch_page(
         &self,
         client: &mut Client,
         paginator: &Paginator<'_>,
         extractor: &Extractor<'_>,
+        projection: Option<&PageProjection>,
         readd: bool,
     ) -> Result<Fetched, Fail> {
         let connector = &self.importer.connector;
@@ -732,7 +751,11 @@ impl Run {
             if blank && matches!(response.status, 204 | 304) {
                 return Ok((prepared, response, None));
             }
-            let problem = match serde_json::from_slice::<Value>(&response.body) {
+            let parsed = match projection {
+                Some(projection) => projection.parse(&response.body),
+                None => serde_json::from_slice::<Value>(&response.body),
+            };
+            let problem = match parsed {
                 Ok(value) => match extractor.records(&value) {
                     Ok(_) => return Ok((prepared, response, Some(value))),
                     Err(PageShapeError::NoRecordsPath) => "records path matches nothing",

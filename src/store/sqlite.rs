@@ -573,7 +573,7 @@ impl SqliteStore {
                 ids[row.contact] = Some(first_id + offset as i64);
             }
             self.execute_batched(
-                &mut *tx,
+                &mut tx,
                 &INSERT_NEW_CONTACTS,
                 &created,
                 |q| q.bind(now_text.clone()),
@@ -592,7 +592,7 @@ impl SqliteStore {
         }
         if !changed.is_empty() {
             self.execute_batched(
-                &mut *tx,
+                &mut tx,
                 &UPSERT_CONTACTS,
                 &changed,
                 |q| q.bind(now_text.clone()),
@@ -627,7 +627,7 @@ impl SqliteStore {
                 .collect::<StoreResult<Vec<_>>>()?;
             rows.sort_unstable();
             self.execute_batched(
-                &mut *tx,
+                &mut tx,
                 &UPSERT_SOURCES,
                 &rows,
                 |q| {
@@ -654,7 +654,7 @@ impl SqliteStore {
                 .collect::<StoreResult<Vec<_>>>()?;
             rows.sort_unstable_by_key(|row| row.0);
             self.execute_batched(
-                &mut *tx,
+                &mut tx,
                 &UPSERT_MEMBERSHIPS,
                 &rows,
                 |q| q.bind(page.list_id).bind(now_text.clone()),
@@ -671,7 +671,7 @@ impl SqliteStore {
                 .collect::<StoreResult<Vec<_>>>()?;
             rows.sort_unstable_by_key(|row| (row.0, row.1));
             self.execute_batched(
-                &mut *tx,
+                &mut tx,
                 &UPSERT_VALUES,
                 &rows,
                 |q| {
@@ -691,7 +691,7 @@ impl SqliteStore {
                 .map(|e| Ok((id_of(e.contact)?, e)))
                 .collect::<StoreResult<Vec<_>>>()?;
             self.execute_batched(
-                &mut *tx,
+                &mut tx,
                 &INSERT_EVENTS,
                 &rows,
                 |q| {
