@@ -561,6 +561,45 @@ async fn contacts_filter_by_list_and_email(ctx: Ctx) {
     assert!(matches!(missing, StoreError::NotFound(_)), "{missing}");
 }
 
+/// Text with tabs, newlines, backslashes and `\N` (what PostgreSQL's `COPY` text format
+/// escapes) comes back exactly as written, in contacts, values, sources and events.
+async fn awkward_text_round_trips_exactly(ctx: Ctx) {
+    let mut crm = importer(&ctx.store, "crm", "customers").await;
+    crm.fields = ctx
+        .store
+        .ensure_custom_fields(&[CustomFieldDef {
+            tag: "%CRM_NOTE%".into(),
+            label: "Note".into(),
+            field_type: CustomFieldType::Text,
+            service: "crm".into(),
+        }])
+        .await
+        .unwrap();
+    let awkward = "tab\there\nnew line\r\\N back\\slash \\\\ \u{e9}\u{1F600} \"quoted\"";
+    let record = rec("ada@example.com")
+        .first(awkward)
+        .external(awkward)
+        .custom(0, FieldValue::Text(awkward.into()));
+    assert_eq!(crm.write(&ctx.store, &[record]).await.unwrap().created, 1);
+    let ada = contact(&ctx, "ada@example.com").await;
+    assert_eq!(ada.first_name.as_deref(), Some(awkward));
+    assert_eq!(ada.fields[0].value, awkward);
+    assert_eq!(ada.sources[0].external_id.as_deref(), Some(awkward));
+    let events = ctx.store.change_events(0, 10).await.unwrap();
+    let created = events
+        .iter()
+        .find(|e| e.kind == ChangeKind::ContactCreated)
+        .unwrap();
+    assert_eq!(created.changes["first_name"]["new"], awkward);
+    assert_eq!(created.changes["%CRM_NOTE%"]["new"], awkward);
+    let joined = events
+        .iter()
+        .find(|e| e.kind == ChangeKind::MembershipChanged)
+        .unwrap();
+    assert_eq!(joined.list_id, Some(crm.list_id));
+    assert!(!joined.notify);
+}
+
 async fn a_page_costs_statements_per_batch_never_per_record(ctx: Ctx) {
     let mut crm = importer(&ctx.store, "crm", "customers").await;
     crm.fields = ctx
@@ -668,4 +707,5 @@ on_both_backends!(
     change_events_describe_import_changes_without_notifying,
     contacts_filter_by_list_and_email,
     a_page_costs_statements_per_batch_never_per_record,
+    awkward_text_round_trips_exactly,
 );
