@@ -24,7 +24,7 @@ use sqlx::{Postgres, Row, Transaction};
 use super::crypto::TokenCipher;
 use super::lease::{LeaseHolder, held_by_dead_process};
 use super::migrate;
-use super::page::{self, ExistingContact, MembershipRow, ValueRow};
+use super::page::{self, ExistingContact};
 use super::{
     Backend, ChangeEvent, ChangeKind, ChangeOrigin, ContactFilter, ContactStatus, ContactView,
     CustomField, FieldChange, FieldOrigin, FieldValueView, ImporterState, Lease, MembershipStatus,
@@ -96,22 +96,6 @@ impl PostgresStore {
     fn q(&self, sql: &'static str) -> Query {
         self.statements.fetch_add(1, Ordering::Relaxed);
         sqlx::query(sql)
-    }
-
-    /// Streams `data` (rows in `COPY`'s text format) into `statement`, a
-    /// `COPY ... FROM STDIN`: rows that cannot conflict with anything go in this way, which
-    /// costs PostgreSQL about half of an `INSERT ... SELECT FROM UNNEST(...)`.
-    async fn copy_in(
-        &self,
-        tx: &mut Transaction<'static, Postgres>,
-        statement: &'static str,
-        data: Vec<u8>,
-    ) -> StoreResult<()> {
-        self.statements.fetch_add(1, Ordering::Relaxed);
-        let mut copy = (**tx).copy_in_raw(statement).await?;
-        copy.send(data).await?;
-        copy.finish().await?;
-        Ok(())
     }
 
     async fn begin(&self) -> StoreResult<Transaction<'static, Postgres>> {
@@ -316,36 +300,6 @@ impl PostgresStore {
 }
 
 /// An error text without anything that may be a password.
-/// A time as `COPY`'s text format takes it.
-fn copy_time(time: DateTime<Utc>) -> String {
-    time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
-/// Appends one row in `COPY ... FROM STDIN`'s text format: columns separated by tabs,
-/// `\N` for NULL, backslash, tab, newline and carriage return escaped.
-fn copy_row(data: &mut Vec<u8>, columns: &[Option<&str>]) {
-    for (index, column) in columns.iter().enumerate() {
-        if index > 0 {
-            data.push(b'\t');
-        }
-        match column {
-            None => data.extend_from_slice(b"\\N"),
-            Some(text) => {
-                for &byte in text.as_bytes() {
-                    match byte {
-                        b'\\' => data.extend_from_slice(b"\\\\"),
-                        b'\t' => data.extend_from_slice(b"\\t"),
-                        b'\n' => data.extend_from_slice(b"\\n"),
-                        b'\r' => data.extend_from_slice(b"\\r"),
-                        _ => data.push(byte),
-                    }
-                }
-            }
-        }
-    }
-    data.push(b'\n');
-}
-
 fn redact(error: &sqlx::Error) -> String {
     let text = error.to_string();
     if text.contains('@') || text.contains("password") {
@@ -697,9 +651,6 @@ impl Store for PostgresStore {
             .iter()
             .map(|r| existing.get(&r.email).map(|e| e.contact_id))
             .collect();
-        // Contacts this write inserted: nothing can refer to them yet, so their rows are
-        // plain inserts and go in with `COPY`.
-        let mut fresh = vec![false; prepared.records.len()];
 
         if !plan.contacts.is_empty() {
             let n = plan.contacts.len();
@@ -739,7 +690,7 @@ impl Store for PostgresStore {
                                        AND excluded.status = 'bounced'
                                       THEN excluded.updated_at ELSE contacts.status_changed_at END,
                         updated_at = excluded.updated_at
-                     RETURNING id, email, xmax = 0",
+                     RETURNING id, email",
                 )
                 .bind(now)
                 .bind(emails)
@@ -758,11 +709,6 @@ impl Store for PostgresStore {
             for row in returned {
                 let email: String = row.try_get(1)?;
                 if let Some(&i) = index.get(email.as_str()) {
-                    // `xmax = 0`: the row was inserted by this statement, not updated
-                    // (an upsert's update leaves its row lock in `xmax`); a contact the
-                    // snapshot found is never taken for new, whatever `xmax` says.
-                    let inserted: bool = row.try_get(2)?;
-                    fresh[i] = inserted && ids[i].is_none();
                     ids[i] = Some(row.try_get(0)?);
                 }
             }
@@ -805,40 +751,11 @@ impl Store for PostgresStore {
             })
         };
 
-        let (fresh_sources, sources): (Vec<usize>, Vec<usize>) =
-            plan.sources.iter().partition(|&&i| fresh[i]);
-        if !fresh_sources.is_empty() {
-            let now_text = copy_time(now);
-            let mut data = Vec::with_capacity(fresh_sources.len() * 160);
-            for &i in &fresh_sources {
-                let r = &prepared.records[i];
-                copy_row(
-                    &mut data,
-                    &[
-                        Some(page.importer),
-                        Some(&id_of(i)?.to_string()),
-                        r.external_id.as_deref(),
-                        Some(&r.content_hash),
-                        Some(&page.list_id.to_string()),
-                        Some(&page.run_id.to_string()),
-                        Some(&now_text),
-                        Some(&now_text),
-                    ],
-                );
-            }
-            self.copy_in(
-                &mut tx,
-                "COPY contact_sources (importer, contact_id, external_id, content_hash,
-                    list_id, run_id, first_seen_at, written_at) FROM STDIN",
-                data,
-            )
-            .await?;
-        }
-        if !sources.is_empty() {
-            let mut contact_ids = Vec::with_capacity(sources.len());
-            let mut external = Vec::with_capacity(sources.len());
-            let mut hashes = Vec::with_capacity(sources.len());
-            for &i in &sources {
+        if !plan.sources.is_empty() {
+            let mut contact_ids = Vec::with_capacity(plan.sources.len());
+            let mut external = Vec::with_capacity(plan.sources.len());
+            let mut hashes = Vec::with_capacity(plan.sources.len());
+            for &i in &plan.sources {
                 let r = &prepared.records[i];
                 contact_ids.push(id_of(i)?);
                 external.push(r.external_id.as_deref());
@@ -866,50 +783,10 @@ impl Store for PostgresStore {
             .await?;
         }
 
-        let (fresh_memberships, memberships): (Vec<&MembershipRow>, Vec<&MembershipRow>) =
-            plan.memberships.iter().partition(|m| fresh[m.contact]);
-        if !fresh_memberships.is_empty() {
-            // The rule the statement below enforces, applied here: a contact this write
-            // created bounced or unsubscribed is never made an active member.
-            let inserted_status: HashMap<usize, ContactStatus> = plan
-                .contacts
-                .iter()
-                .map(|row| (row.contact, row.status))
-                .collect();
-            let now_text = copy_time(now);
-            let mut data = Vec::with_capacity(fresh_memberships.len() * 128);
-            for m in fresh_memberships {
-                let normal = inserted_status.get(&m.contact) == Some(&ContactStatus::Normal);
-                let active = m.status == MembershipStatus::Active;
-                if active && !normal {
-                    continue;
-                }
-                copy_row(
-                    &mut data,
-                    &[
-                        Some(&page.list_id.to_string()),
-                        Some(&id_of(m.contact)?.to_string()),
-                        Some(m.status.as_str()),
-                        Some("import"),
-                        Some(&now_text),
-                        active.then_some(now_text.as_str()),
-                        (!active).then_some(now_text.as_str()),
-                        Some(&now_text),
-                    ],
-                );
-            }
-            self.copy_in(
-                &mut tx,
-                "COPY memberships (list_id, contact_id, status, origin, created_at,
-                    subscribed_at, unsubscribed_at, updated_at) FROM STDIN",
-                data,
-            )
-            .await?;
-        }
-        if !memberships.is_empty() {
-            let mut contact_ids = Vec::with_capacity(memberships.len());
-            let mut statuses = Vec::with_capacity(memberships.len());
-            for m in memberships {
+        if !plan.memberships.is_empty() {
+            let mut contact_ids = Vec::with_capacity(plan.memberships.len());
+            let mut statuses = Vec::with_capacity(plan.memberships.len());
+            for m in &plan.memberships {
                 contact_ids.push(id_of(m.contact)?);
                 statuses.push(m.status.as_str());
             }
@@ -938,38 +815,11 @@ impl Store for PostgresStore {
             .await?;
         }
 
-        let (fresh_values, values): (Vec<&ValueRow>, Vec<&ValueRow>) =
-            plan.values.iter().partition(|v| fresh[v.contact]);
-        if !fresh_values.is_empty() {
-            let now_text = copy_time(now);
-            let run = page.run_id.to_string();
-            let mut data = Vec::with_capacity(fresh_values.len() * 96);
-            for v in fresh_values {
-                copy_row(
-                    &mut data,
-                    &[
-                        Some(&id_of(v.contact)?.to_string()),
-                        Some(&v.field_id.to_string()),
-                        Some(&v.value),
-                        Some(page.importer),
-                        Some(&run),
-                        Some(&now_text),
-                    ],
-                );
-            }
-            self.copy_in(
-                &mut tx,
-                "COPY field_values (contact_id, field_id, value, importer, run_id, updated_at)
-                 FROM STDIN",
-                data,
-            )
-            .await?;
-        }
-        if !values.is_empty() {
-            let mut contact_ids = Vec::with_capacity(values.len());
-            let mut field_ids = Vec::with_capacity(values.len());
-            let mut texts = Vec::with_capacity(values.len());
-            for v in values {
+        if !plan.values.is_empty() {
+            let mut contact_ids = Vec::with_capacity(plan.values.len());
+            let mut field_ids = Vec::with_capacity(plan.values.len());
+            let mut texts = Vec::with_capacity(plan.values.len());
+            for v in &plan.values {
                 contact_ids.push(id_of(v.contact)?);
                 field_ids.push(v.field_id);
                 texts.push(v.value.as_str());
@@ -994,35 +844,39 @@ impl Store for PostgresStore {
         }
 
         if !plan.events.is_empty() {
-            // In the plan's order: `COPY` inserts rows in the order it receives them, so
-            // the events' ids follow it.
-            let now_text = copy_time(now);
-            let run = page.run_id.to_string();
-            let mut data =
-                Vec::with_capacity(plan.events.iter().map(|e| e.changes.len() + 128).sum());
-            for e in &plan.events {
-                copy_row(
-                    &mut data,
-                    &[
-                        Some(&now_text),
-                        Some(e.kind.as_str()),
-                        Some(&id_of(e.contact)?.to_string()),
-                        Some(&prepared.records[e.contact].email),
-                        e.list_id.map(|l| l.to_string()).as_deref(),
-                        Some("import"),
-                        Some("f"),
-                        Some(page.importer),
-                        Some(&run),
-                        Some(&e.changes),
-                    ],
-                );
+            let n = plan.events.len();
+            let mut kinds = Vec::with_capacity(n);
+            let mut contact_ids = Vec::with_capacity(n);
+            let mut emails = Vec::with_capacity(n);
+            let mut list_ids: Vec<Option<i64>> = Vec::with_capacity(n);
+            let mut changes = Vec::with_capacity(n);
+            let mut order = Vec::with_capacity(n);
+            for (position, e) in plan.events.iter().enumerate() {
+                kinds.push(e.kind.as_str());
+                contact_ids.push(id_of(e.contact)?);
+                emails.push(prepared.records[e.contact].email.as_str());
+                list_ids.push(e.list_id);
+                changes.push(e.changes.as_str());
+                order.push(position as i64);
             }
-            self.copy_in(
-                &mut tx,
-                "COPY change_events (at, kind, contact_id, email, list_id, origin, notify,
-                    importer, run_id, changes) FROM STDIN",
-                data,
+            self.q(
+                "INSERT INTO change_events (at, kind, contact_id, email, list_id, origin, notify,
+                    importer, run_id, changes)
+                 SELECT $1, k, c, e, l, 'import', FALSE, $2, $3, ch::jsonb
+                 FROM UNNEST($4::text[], $5::int8[], $6::text[], $7::int8[], $8::text[],
+                             $9::int8[]) AS t (k, c, e, l, ch, o)
+                 ORDER BY o",
             )
+            .bind(now)
+            .bind(page.importer)
+            .bind(page.run_id)
+            .bind(kinds)
+            .bind(contact_ids)
+            .bind(emails)
+            .bind(list_ids)
+            .bind(changes)
+            .bind(order)
+            .execute(&mut *tx)
             .await?;
         }
 
