@@ -49,3 +49,30 @@ CREATE TRIGGER lists_delete_children AFTER DELETE ON lists
 CREATE TRIGGER custom_fields_delete_children AFTER DELETE ON custom_fields
     REFERENCING OLD TABLE AS deleted_rows
     FOR EACH STATEMENT EXECUTE FUNCTION tributary_custom_fields_deleted();
+
+-- A foreign key also refused `TRUNCATE` of a parent alone; without them, truncating a
+-- parent truncates what hangs off it.
+CREATE FUNCTION tributary_contacts_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    TRUNCATE memberships, field_values, contact_sources;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION tributary_lists_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    TRUNCATE memberships;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION tributary_custom_fields_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    TRUNCATE field_values;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER contacts_truncate_children AFTER TRUNCATE ON contacts
+    FOR EACH STATEMENT EXECUTE FUNCTION tributary_contacts_truncated();
+CREATE TRIGGER lists_truncate_children AFTER TRUNCATE ON lists
+    FOR EACH STATEMENT EXECUTE FUNCTION tributary_lists_truncated();
+CREATE TRIGGER custom_fields_truncate_children AFTER TRUNCATE ON custom_fields
+    FOR EACH STATEMENT EXECUTE FUNCTION tributary_custom_fields_truncated();

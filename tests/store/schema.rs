@@ -108,6 +108,16 @@ async fn missing_parents_are_refused_and_deletes_cascade(ctx: Ctx) {
     .await;
     assert_eq!(ctx.count(&count("field_values")).await, 2);
     assert_eq!(ctx.count(&count("contacts")).await, 2);
+
+    // PostgreSQL: truncating contacts truncates what hangs off them (SQLite has no
+    // TRUNCATE).
+    if ctx.backend == tributary::store::Backend::Postgres {
+        assert_eq!(ctx.count(&count("contact_sources")).await, 2);
+        ctx.exec("TRUNCATE contacts").await;
+        for table in ["field_values", "memberships", "contact_sources"] {
+            assert_eq!(ctx.count(&count(table)).await, 0, "{table}");
+        }
+    }
 }
 
 on_both_backends!(
