@@ -206,6 +206,18 @@ fn batched_sql(template: &str, columns: usize) -> String {
     template.replace("{rows}", &rows)
 }
 
+/// Binds a contact row's columns after its id, if any: email, names, phone,
+/// organization, status (the column order of both contact statements).
+fn bind_contact(query: Query, record: &page::MergedRecord, row: &page::ContactRow) -> Query {
+    query
+        .bind(record.email.clone())
+        .bind(record.first_name.clone())
+        .bind(record.last_name.clone())
+        .bind(record.phone.clone())
+        .bind(record.organization.clone())
+        .bind(row.status.as_str())
+}
+
 /// A page write's batched statement: SQL text built once per process.
 struct Batched {
     sql: std::sync::LazyLock<String>,
@@ -578,14 +590,11 @@ impl SqliteStore {
                 &created,
                 |q| q.bind(now_text.clone()),
                 |q, row| {
-                    let r = &prepared.records[row.contact];
-                    q.bind(ids[row.contact])
-                        .bind(r.email.clone())
-                        .bind(r.first_name.clone())
-                        .bind(r.last_name.clone())
-                        .bind(r.phone.clone())
-                        .bind(r.organization.clone())
-                        .bind(row.status.as_str())
+                    bind_contact(
+                        q.bind(ids[row.contact]),
+                        &prepared.records[row.contact],
+                        row,
+                    )
                 },
             )
             .await?;
@@ -596,15 +605,7 @@ impl SqliteStore {
                 &UPSERT_CONTACTS,
                 &changed,
                 |q| q.bind(now_text.clone()),
-                |q, row| {
-                    let r = &prepared.records[row.contact];
-                    q.bind(r.email.clone())
-                        .bind(r.first_name.clone())
-                        .bind(r.last_name.clone())
-                        .bind(r.phone.clone())
-                        .bind(r.organization.clone())
-                        .bind(row.status.as_str())
-                },
+                |q, row| bind_contact(q, &prepared.records[row.contact], row),
             )
             .await?;
         }
