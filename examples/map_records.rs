@@ -17,13 +17,10 @@
 //!
 //! Usage: `map_records [RECORDS]` (default 20,000).
 
-use std::path::PathBuf;
-
 use serde_json::Value;
-use tributary::config::load::load_plan;
 use tributary::engine::extract::Extractor;
-use tributary::model::FieldBinding;
 
+mod bench_connector;
 #[allow(dead_code)]
 #[path = "../benches/import/data.rs"]
 mod data;
@@ -36,34 +33,9 @@ fn main() {
         .map(|n| n.parse().expect("RECORDS is a number"))
         .unwrap_or(20_000);
 
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("tributary.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "connectors_dir: {}\nimporters_dir: {}\n",
-            repo.join("benches/fixtures/pipedrive/connectors.d")
-                .display(),
-            dir.path().join("none").display()
-        ),
-    )
-    .expect("writing the config");
-    let plan = load_plan(&config).unwrap_or_else(|d| panic!("loading the connector: {d:?}"));
-    let connector = plan
-        .connectors
-        .get("pipedrive_v1_bench")
-        .expect("the benchmark connector");
-    let bindings: Vec<FieldBinding> = connector
-        .custom_fields
-        .iter()
-        .enumerate()
-        .map(|(i, field)| FieldBinding {
-            field_id: i as i64 + 1,
-            tag: field.def.tag.clone(),
-            stored_type: field.def.field_type,
-        })
-        .collect();
+    let plan = bench_connector::load();
+    let connector = bench_connector::connector(&plan);
+    let bindings = bench_connector::bindings(connector);
 
     // Pages as parsed JSON, built before any mapping.
     let pages: Vec<Value> = (0..count.div_ceil(PAGE))

@@ -20,15 +20,13 @@
 //! number of parses, default 20 under a mode and 200 for `time`).
 
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tributary::config::load::load_plan;
 use tributary::engine::extract::Extractor;
 use tributary::engine::projection::PageProjection;
-use tributary::model::FieldBinding;
 
+mod bench_connector;
 #[allow(dead_code)]
 #[path = "../benches/import/data.rs"]
 mod data;
@@ -60,38 +58,13 @@ fn main() {
         .map(|n| n.parse().expect("PAGES is a number"))
         .unwrap_or(if mode == "time" { 200 } else { 20 });
 
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("tributary.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "connectors_dir: {}\nimporters_dir: {}\n",
-            repo.join("benches/fixtures/pipedrive/connectors.d")
-                .display(),
-            dir.path().join("none").display()
-        ),
-    )
-    .expect("writing the config");
-    let plan = load_plan(&config).unwrap_or_else(|d| panic!("loading the connector: {d:?}"));
-    let connector = plan
-        .connectors
-        .get("pipedrive_v1_bench")
-        .expect("the benchmark connector");
+    let plan = bench_connector::load();
+    let connector = bench_connector::connector(&plan);
     let projection = PageProjection::for_connector(connector).expect("a projection");
     let body = page_body();
 
     // Both parses must map to the same contacts.
-    let bindings: Vec<FieldBinding> = connector
-        .custom_fields
-        .iter()
-        .enumerate()
-        .map(|(i, field)| FieldBinding {
-            field_id: i as i64 + 1,
-            tag: field.def.tag.clone(),
-            stored_type: field.def.field_type,
-        })
-        .collect();
+    let bindings = bench_connector::bindings(connector);
     let extractor = Extractor::new(connector, &bindings);
     let full: Value = serde_json::from_slice(&body).expect("JSON");
     let projected = projection.parse(&body).expect("JSON");
