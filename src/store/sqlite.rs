@@ -218,133 +218,120 @@ fn bind_contact(query: Query, record: &page::MergedRecord, row: &page::ContactRo
         .bind(row.status.as_str())
 }
 
-/// A page write's batched statement: SQL text built once per process.
+/// A page write's batched statement: its template (see `batched_sql`) and row width;
+/// the SQL text is built once per process, on first use.
 struct Batched {
-    sql: std::sync::LazyLock<String>,
+    template: &'static str,
     columns: usize,
+    sql: std::sync::OnceLock<String>,
+}
+
+impl Batched {
+    const fn new(template: &'static str, columns: usize) -> Self {
+        Batched {
+            template,
+            columns,
+            sql: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn sql(&'static self) -> &'static str {
+        self.sql
+            .get_or_init(|| batched_sql(self.template, self.columns))
+    }
 }
 
 /// New contacts, with the ids the write assigned. Shared: now.
-static INSERT_NEW_CONTACTS: Batched = Batched {
-    sql: std::sync::LazyLock::new(|| {
-        batched_sql(
-            "INSERT INTO contacts (id, email, first_name, last_name, phone, organization,
-                status, status_changed_at, created_at, updated_at)
-             SELECT column1, column2, column3, column4, column5, column6, column7,
-                CASE WHEN column7 <> 'normal' THEN k.now END, k.now, k.now
-             FROM (SELECT ? AS now) k, (VALUES {rows}) WHERE column1 IS NOT NULL",
-            7,
-        )
-    }),
-    columns: 7,
-};
+static INSERT_NEW_CONTACTS: Batched = Batched::new(
+    "INSERT INTO contacts (id, email, first_name, last_name, phone, organization,
+        status, status_changed_at, created_at, updated_at)
+     SELECT column1, column2, column3, column4, column5, column6, column7,
+        CASE WHEN column7 <> 'normal' THEN k.now END, k.now, k.now
+     FROM (SELECT ? AS now) k, (VALUES {rows}) WHERE column1 IS NOT NULL",
+    7,
+);
 
 /// Contacts that exist, merged field by field. Shared: now.
-static UPSERT_CONTACTS: Batched = Batched {
-    sql: std::sync::LazyLock::new(|| {
-        batched_sql(
-            "INSERT INTO contacts (email, first_name, last_name, phone, organization,
-                status, status_changed_at, created_at, updated_at)
-             SELECT column1, column2, column3, column4, column5, column6,
-                CASE WHEN column6 <> 'normal' THEN k.now END, k.now, k.now
-             FROM (SELECT ? AS now) k, (VALUES {rows}) WHERE column1 IS NOT NULL
-             ON CONFLICT (email) DO UPDATE SET
-                first_name = COALESCE(excluded.first_name, contacts.first_name),
-                last_name = COALESCE(excluded.last_name, contacts.last_name),
-                phone = COALESCE(excluded.phone, contacts.phone),
-                organization = COALESCE(excluded.organization, contacts.organization),
-                status = CASE WHEN contacts.status = 'normal'
-                               AND excluded.status = 'bounced'
-                              THEN 'bounced' ELSE contacts.status END,
-                status_changed_at = CASE WHEN contacts.status = 'normal'
-                               AND excluded.status = 'bounced'
-                              THEN excluded.updated_at ELSE contacts.status_changed_at END,
-                updated_at = excluded.updated_at",
-            6,
-        )
-    }),
-    columns: 6,
-};
+static UPSERT_CONTACTS: Batched = Batched::new(
+    "INSERT INTO contacts (email, first_name, last_name, phone, organization,
+        status, status_changed_at, created_at, updated_at)
+     SELECT column1, column2, column3, column4, column5, column6,
+        CASE WHEN column6 <> 'normal' THEN k.now END, k.now, k.now
+     FROM (SELECT ? AS now) k, (VALUES {rows}) WHERE column1 IS NOT NULL
+     ON CONFLICT (email) DO UPDATE SET
+        first_name = COALESCE(excluded.first_name, contacts.first_name),
+        last_name = COALESCE(excluded.last_name, contacts.last_name),
+        phone = COALESCE(excluded.phone, contacts.phone),
+        organization = COALESCE(excluded.organization, contacts.organization),
+        status = CASE WHEN contacts.status = 'normal'
+                       AND excluded.status = 'bounced'
+                      THEN 'bounced' ELSE contacts.status END,
+        status_changed_at = CASE WHEN contacts.status = 'normal'
+                       AND excluded.status = 'bounced'
+                      THEN excluded.updated_at ELSE contacts.status_changed_at END,
+        updated_at = excluded.updated_at",
+    6,
+);
 
 /// Source rows. Shared: importer, list, run, now.
-static UPSERT_SOURCES: Batched = Batched {
-    sql: std::sync::LazyLock::new(|| {
-        batched_sql(
-            "INSERT INTO contact_sources (importer, contact_id, external_id, content_hash,
-                list_id, run_id, first_seen_at, written_at, deleted_at)
-             SELECT k.importer, column1, column2, column3, k.list, k.run, k.now, k.now, NULL
-             FROM (SELECT ? AS importer, ? AS list, ? AS run, ? AS now) k, (VALUES {rows})
-             WHERE column1 IS NOT NULL
-             ON CONFLICT (importer, contact_id) DO UPDATE SET
-                external_id = COALESCE(excluded.external_id, contact_sources.external_id),
-                content_hash = excluded.content_hash, list_id = excluded.list_id,
-                run_id = excluded.run_id, written_at = excluded.written_at,
-                deleted_at = NULL",
-            3,
-        )
-    }),
-    columns: 3,
-};
+static UPSERT_SOURCES: Batched = Batched::new(
+    "INSERT INTO contact_sources (importer, contact_id, external_id, content_hash,
+        list_id, run_id, first_seen_at, written_at, deleted_at)
+     SELECT k.importer, column1, column2, column3, k.list, k.run, k.now, k.now, NULL
+     FROM (SELECT ? AS importer, ? AS list, ? AS run, ? AS now) k, (VALUES {rows})
+     WHERE column1 IS NOT NULL
+     ON CONFLICT (importer, contact_id) DO UPDATE SET
+        external_id = COALESCE(excluded.external_id, contact_sources.external_id),
+        content_hash = excluded.content_hash, list_id = excluded.list_id,
+        run_id = excluded.run_id, written_at = excluded.written_at,
+        deleted_at = NULL",
+    3,
+);
 
 /// Memberships. Shared: list, now. The rules are enforced here too, not only in the
 /// plan: a contact bounced or unsubscribed concurrently is never made active, an
 /// unsubscribed membership never re-activated.
-static UPSERT_MEMBERSHIPS: Batched = Batched {
-    sql: std::sync::LazyLock::new(|| {
-        batched_sql(
-            "INSERT INTO memberships (list_id, contact_id, status, origin, created_at,
-                subscribed_at, unsubscribed_at, updated_at)
-             SELECT k.list, c.id, v.column2, 'import', k.now,
-                CASE WHEN v.column2 = 'active' THEN k.now END,
-                CASE WHEN v.column2 = 'unsubscribed' THEN k.now END, k.now
-             FROM (SELECT ? AS list, ? AS now) k, (VALUES {rows}) v
-             JOIN contacts c ON c.id = v.column1
-             WHERE v.column2 = 'unsubscribed' OR c.status = 'normal'
-             ON CONFLICT (list_id, contact_id) DO UPDATE SET
-                status = 'unsubscribed', unsubscribed_at = excluded.updated_at,
-                updated_at = excluded.updated_at
-             WHERE excluded.status = 'unsubscribed' AND memberships.status = 'active'",
-            2,
-        )
-    }),
-    columns: 2,
-};
+static UPSERT_MEMBERSHIPS: Batched = Batched::new(
+    "INSERT INTO memberships (list_id, contact_id, status, origin, created_at,
+        subscribed_at, unsubscribed_at, updated_at)
+     SELECT k.list, c.id, v.column2, 'import', k.now,
+        CASE WHEN v.column2 = 'active' THEN k.now END,
+        CASE WHEN v.column2 = 'unsubscribed' THEN k.now END, k.now
+     FROM (SELECT ? AS list, ? AS now) k, (VALUES {rows}) v
+     JOIN contacts c ON c.id = v.column1
+     WHERE v.column2 = 'unsubscribed' OR c.status = 'normal'
+     ON CONFLICT (list_id, contact_id) DO UPDATE SET
+        status = 'unsubscribed', unsubscribed_at = excluded.updated_at,
+        updated_at = excluded.updated_at
+     WHERE excluded.status = 'unsubscribed' AND memberships.status = 'active'",
+    2,
+);
 
 /// Custom field values. Shared: importer, run, now.
-static UPSERT_VALUES: Batched = Batched {
-    sql: std::sync::LazyLock::new(|| {
-        batched_sql(
-            "INSERT INTO field_values (contact_id, field_id, value, importer, run_id,
-                updated_at)
-             SELECT column1, column2, column3, k.importer, k.run, k.now
-             FROM (SELECT ? AS importer, ? AS run, ? AS now) k, (VALUES {rows})
-             WHERE column1 IS NOT NULL
-             ON CONFLICT (contact_id, field_id) DO UPDATE SET value = excluded.value,
-                importer = excluded.importer, run_id = excluded.run_id,
-                updated_at = excluded.updated_at",
-            3,
-        )
-    }),
-    columns: 3,
-};
+static UPSERT_VALUES: Batched = Batched::new(
+    "INSERT INTO field_values (contact_id, field_id, value, importer, run_id,
+        updated_at)
+     SELECT column1, column2, column3, k.importer, k.run, k.now
+     FROM (SELECT ? AS importer, ? AS run, ? AS now) k, (VALUES {rows})
+     WHERE column1 IS NOT NULL
+     ON CONFLICT (contact_id, field_id) DO UPDATE SET value = excluded.value,
+        importer = excluded.importer, run_id = excluded.run_id,
+        updated_at = excluded.updated_at",
+    3,
+);
 
 /// Change events, in the plan's order (rows are inserted in `VALUES` order, so ids
 /// follow it). Shared: now, importer, run. The changes are the plan's JSON text,
 /// stored as it is.
-static INSERT_EVENTS: Batched = Batched {
-    sql: std::sync::LazyLock::new(|| {
-        batched_sql(
-            "INSERT INTO change_events (at, kind, contact_id, email, list_id, origin, notify,
-                importer, run_id, changes)
-             SELECT k.now, column1, column2, column3, column4, 'import', 0, k.importer, k.run,
-                column5
-             FROM (SELECT ? AS now, ? AS importer, ? AS run) k, (VALUES {rows})
-             WHERE column1 IS NOT NULL",
-            5,
-        )
-    }),
-    columns: 5,
-};
+static INSERT_EVENTS: Batched = Batched::new(
+    "INSERT INTO change_events (at, kind, contact_id, email, list_id, origin, notify,
+        importer, run_id, changes)
+     SELECT k.now, column1, column2, column3, column4, 'import', 0, k.importer, k.run,
+        column5
+     FROM (SELECT ? AS now, ? AS importer, ? AS run) k, (VALUES {rows})
+     WHERE column1 IS NOT NULL",
+    5,
+);
 
 /// The file path a `sqlite:` URL names.
 pub fn path_of_url(url: &str) -> StoreResult<PathBuf> {
@@ -789,7 +776,7 @@ impl SqliteStore {
         row: impl Fn(Query, &T) -> Query,
     ) -> StoreResult<()> {
         for chunk in rows.chunks(BATCH_ROWS) {
-            let mut query = fixed(self.q(statement.sql.as_str()));
+            let mut query = fixed(self.q(statement.sql()));
             for item in chunk {
                 query = row(query, item);
             }
