@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Map, Value};
 
-use super::{ChangeKind, ContactStatus, MembershipStatus};
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+use super::{ChangeKind, ContactStatus, MembershipStatus, StoreResult};
 use crate::model::{ContactRecord, PageOutcome, PageWrite, SubscriptionMeaning, normalize_email};
 
 /// One contact of a page after de-duplication.
@@ -276,6 +278,39 @@ fn merge_into(
             None => *failures += 1,
         }
     }
+}
+
+/// One row of a backend's snapshot query, whose columns are, in order: email, contact id,
+/// first name, last name, phone, organization, contact status, this importer's source
+/// hash, the source's list, whether the source is marked deleted, the membership status
+/// in the page's list (the last five NULL where there is no source or membership).
+pub fn existing_from_row<R>(row: &R) -> StoreResult<(String, ExistingContact)>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> &'r str: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let membership: Option<String> = row.try_get(10)?;
+    let deleted: Option<bool> = row.try_get(9)?;
+    let contact = ExistingContact {
+        contact_id: row.try_get(1)?,
+        first_name: row.try_get(2)?,
+        last_name: row.try_get(3)?,
+        phone: row.try_get(4)?,
+        organization: row.try_get(5)?,
+        status: ContactStatus::parse(row.try_get(6)?)?,
+        source_hash: row.try_get(7)?,
+        source_list: row.try_get(8)?,
+        source_deleted: deleted.unwrap_or(false),
+        membership: membership
+            .as_deref()
+            .map(MembershipStatus::parse)
+            .transpose()?,
+    };
+    Ok((row.try_get(0)?, contact))
 }
 
 /// Whether a record can be skipped: this importer wrote exactly this content for this

@@ -606,26 +606,8 @@ impl Store for PostgresStore {
                 .fetch_all(&mut *tx)
                 .await?;
             for row in rows {
-                let membership: Option<String> = row.try_get(10)?;
-                let deleted: Option<bool> = row.try_get(9)?;
-                existing.insert(
-                    row.try_get(0)?,
-                    ExistingContact {
-                        contact_id: row.try_get(1)?,
-                        first_name: row.try_get(2)?,
-                        last_name: row.try_get(3)?,
-                        phone: row.try_get(4)?,
-                        organization: row.try_get(5)?,
-                        status: ContactStatus::parse(row.try_get(6)?)?,
-                        source_hash: row.try_get(7)?,
-                        source_list: row.try_get(8)?,
-                        source_deleted: deleted.unwrap_or(false),
-                        membership: membership
-                            .as_deref()
-                            .map(MembershipStatus::parse)
-                            .transpose()?,
-                    },
-                );
+                let (email, contact) = page::existing_from_row(&row)?;
+                existing.insert(email, contact);
             }
         }
 
