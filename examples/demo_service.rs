@@ -6,17 +6,20 @@
 //! `additional_data.next_cursor`, `x-api-token` header, `updated_since` RFC 3339, records
 //! sorted by update time ascending, emails and phones as arrays with a primary flag).
 //!
-//! Usage: `demo_service [--people N] [--port-file PATH]`; it prints
-//! `listening on http://127.0.0.1:PORT` and serves until killed.
+//! Usage: `demo_service [--people N] [--port-file PATH] [--page-delay-ms MS]`; it prints
+//! `listening on http://127.0.0.1:PORT` and serves until killed. `--page-delay-ms` makes
+//! each page slow, as a real service over the internet is, so that progress can be
+//! watched. `POST /demo/touch?count=N` (not part of the imitated API) edits the first N
+//! people as a salesperson would: a new segment and an update time of now.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{Value, json};
 
@@ -79,8 +82,13 @@ fn people(count: usize) -> Vec<Person> {
         .collect()
 }
 
+struct Demo {
+    people: Mutex<Vec<Person>>,
+    page_delay: std::time::Duration,
+}
+
 async fn persons(
-    State(all): State<Arc<Vec<Person>>>,
+    State(demo): State<Arc<Demo>>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
@@ -103,10 +111,14 @@ async fn persons(
     let since = query
         .get("updated_since")
         .and_then(|v| DateTime::parse_from_rfc3339(v).ok());
-    let matching: Vec<&Person> = all
+    tokio::time::sleep(demo.page_delay).await;
+    let all = demo.people.lock().unwrap();
+    // Sorted by update time ascending, as Pipedrive sorts with `updated_since`.
+    let mut matching: Vec<&Person> = all
         .iter()
         .filter(|p| since.is_none_or(|s| p.updated >= s))
         .collect();
+    matching.sort_by_key(|p| p.updated);
     let page: Vec<&Value> = matching
         .iter()
         .skip(start)
@@ -119,21 +131,52 @@ async fn persons(
         .into_response()
 }
 
+/// Edits the first `count` people who have an email: a new segment, updated now.
+async fn touch(
+    State(demo): State<Arc<Demo>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Json<Value> {
+    let count: usize = query.get("count").and_then(|v| v.parse().ok()).unwrap_or(3);
+    let now = Utc::now();
+    let mut all = demo.people.lock().unwrap();
+    let mut touched = Vec::new();
+    for person in all
+        .iter_mut()
+        .filter(|p| p.record["emails"].as_array().is_some_and(|e| !e.is_empty()))
+        .take(count)
+    {
+        person.updated = now;
+        person.record["update_time"] =
+            json!(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        person.record["custom_fields"]["segment"] = json!("Platinum");
+        touched.push(person.record["emails"][1]["value"].clone());
+    }
+    Json(json!({ "touched": touched }))
+}
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let mut count = 2_500;
     let mut port_file = None;
+    let mut page_delay_ms = 0;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--people" => count = args.next().and_then(|v| v.parse().ok()).unwrap_or(count),
             "--port-file" => port_file = args.next(),
+            "--page-delay-ms" => {
+                page_delay_ms = args.next().and_then(|v| v.parse().ok()).unwrap_or(0)
+            }
             other => eprintln!("demo_service: ignoring unknown argument {other}"),
         }
     }
     let app = Router::new()
         .route("/api/v2/persons", get(persons))
-        .with_state(Arc::new(people(count)));
+        .route("/demo/touch", post(touch))
+        .with_state(Arc::new(Demo {
+            people: Mutex::new(people(count)),
+            page_delay: std::time::Duration::from_millis(page_delay_ms),
+        }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     if let Some(path) = port_file {

@@ -28,6 +28,16 @@ pub enum Command {
     Fields(crate::commands::fields::FieldsArgs),
     /// Show imported contacts; record unsubscribes and bounces.
     Contacts(crate::commands::contacts::ContactsArgs),
-    /// Run one importer now and print a summary (`--dry-run`: show, write nothing).
+    /// Run one importer now and print a summary (`--dry-run`: show, write nothing);
+    /// handed to a running daemon when one serves the same store.
     Run(crate::commands::run::RunArgs),
+    /// Run every importer on its schedule until stopped (the systemd service).
+    Daemon(crate::commands::daemon::DaemonArgs),
+    /// One row per importer: schedule state, pass progress, watermark, last and next run.
+    Status(crate::commands::status::StatusArgs),
+    /// Reset an importer's saved state, or resume one paused for its credentials.
+    State(crate::commands::state::StateArgs),
+    /// Consent for an importer's OAuth2 account (authorization code with PKCE, on a
+    /// loopback redirect) and keep the refresh token.
+    Auth(crate::commands::auth::AuthArgs),
 }

@@ -15,8 +15,14 @@ pub struct IsoDuration {
     value: Duration,
 }
 
+/// The longest duration a file may give: 100 years. Every duration is added to or taken
+/// from a date somewhere (a watermark minus `lookback`, a run's start plus `interval`),
+/// and a date a million years away does not exist; nothing needs more than a century.
+pub const MAX: Duration = Duration::from_secs(36_500 * 86_400);
+
 impl IsoDuration {
-    /// Parses `PnYnMnDTnHnMnS` / `PnW`. Years and months are refused: their length varies.
+    /// Parses `PnYnMnDTnHnMnS` / `PnW`. Years and months are refused: their length varies;
+    /// so is anything longer than [`MAX`].
     pub fn parse(text: &str) -> Result<Self, String> {
         let parsed = iso8601::duration(text).map_err(|_| {
             format!("`{text}` is not an ISO 8601 duration (e.g. PT30M, P7D, PT0.5S)")
@@ -28,9 +34,15 @@ impl IsoDuration {
                 "`{text}`: years and months have no fixed length; use days (P30D)"
             ));
         }
+        let value = Duration::from(parsed);
+        if value > MAX {
+            return Err(format!(
+                "`{text}` is longer than P36500D (100 years), the longest duration a file may give"
+            ));
+        }
         Ok(Self {
             text: text.to_string(),
-            value: Duration::from(parsed),
+            value,
         })
     }
 
@@ -103,6 +115,11 @@ mod tests {
             Duration::from_millis(500)
         );
         assert!(IsoDuration::parse("30m").is_err());
+        assert_eq!(IsoDuration::parse("P36500D").unwrap().get(), MAX);
+        assert_eq!(
+            IsoDuration::parse("P100000000D").unwrap_err(),
+            "`P100000000D` is longer than P36500D (100 years), the longest duration a file may give"
+        );
         assert!(IsoDuration::parse("P1M").is_err());
     }
 }

@@ -5,14 +5,23 @@ use tributary::cli::{Cli, Command};
 use tributary::commands;
 
 fn main() {
-    restore_default_sigpipe();
     let cli = Cli::parse();
+    // The daemon keeps Rust's default (SIGPIPE ignored), as systemd sets it on purpose:
+    // a journald restart must not kill the service.
+    if !matches!(cli.command, Command::Daemon(_)) {
+        restore_default_sigpipe();
+    }
+    let config = cli.config.as_deref();
     let result = match &cli.command {
-        Command::Validate(args) => commands::validate::execute(&cli, args),
-        Command::Schema(args) => commands::schema::execute(&cli, args),
-        Command::Fields(args) => commands::fields::execute(&cli, args),
-        Command::Contacts(args) => commands::contacts::execute(&cli, args),
-        Command::Run(args) => commands::run::execute(&cli, args),
+        Command::Validate(args) => commands::validate::execute(config, args),
+        Command::Schema(args) => commands::schema::execute(args),
+        Command::Fields(args) => commands::fields::execute(config, args),
+        Command::Contacts(args) => commands::contacts::execute(config, args),
+        Command::Run(args) => commands::run::execute(config, args),
+        Command::Daemon(args) => commands::daemon::execute(config, args),
+        Command::Status(args) => commands::status::execute(config, args),
+        Command::State(args) => commands::state::execute(config, args),
+        Command::Auth(args) => commands::auth::execute(config, args),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -5,9 +5,75 @@
 //! (which persists them); neither side knows about the other's internals.
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use crate::config::spec::{CustomFieldType, SubscriptionMeaning};
+// What a connector delivers and what the store keeps; its snake_case name (`text`,
+// `number`, ...) is the one written in connector specs and stored in the database.
+/// Type of a custom field.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Deserialize,
+    Serialize,
+    JsonSchema,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::IntoStaticStr,
+    strum::EnumString,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum CustomFieldType {
+    /// Free text.
+    Text,
+    /// A number.
+    Number,
+    /// A date or date-time.
+    Date,
+    /// A list of text values.
+    List,
+}
+
+/// What a service's subscription status means here. Declared from the weakest to the
+/// strongest: when a connector reads several fields (an opt-out flag and a bounce flag),
+/// the strongest meaning found wins, so a bounce is never hidden by a "subscribed".
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Deserialize,
+    Serialize,
+    JsonSchema,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    strum::IntoStaticStr,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum SubscriptionMeaning {
+    /// The service says the person receives marketing mail: a `pending` membership in
+    /// this importer's list becomes active (an unsubscribed one never does).
+    Subscribed,
+    /// Not mailable now, but may become so (Mailchimp `pending`, Shopify
+    /// `not_subscribed`): the membership is `pending` until the service says subscribed.
+    Pending,
+    /// Unsubscribe the contact from this importer's list (permanent for imports).
+    Unsubscribed,
+    /// Mark the contact bounced everywhere (permanent for imports).
+    Bounced,
+}
+
+impl SubscriptionMeaning {
+    /// The word written in connector specs, hashes and dry-run output.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
 
 /// A custom field a connector brings, as the store must know it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +127,8 @@ pub struct CustomValue {
 /// never erases a stored one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContactRecord {
-    /// Normalized email (trimmed, case-folded): the identity of a contact.
+    /// Normalized email (`normalize_email`: trimmed, NFC, lower-cased, IDNA domain): the
+    /// identity of a contact.
     pub email: String,
     /// First name.
     pub first_name: Option<String>,
@@ -134,7 +201,7 @@ pub struct PageWrite<'a> {
 pub struct PageOutcome {
     /// Contacts created.
     pub created: u64,
-    /// Contacts whose stored values changed.
+    /// Contacts whose stored values changed, or that gained this importer as a source.
     pub updated: u64,
     /// Contacts whose content hash matched: nothing written.
     pub unchanged: u64,
@@ -253,29 +320,71 @@ pub fn personalization_tag(service: &str, label: &str) -> String {
     format!("%{body}%")
 }
 
-/// Normalizes an email address for identity: trimmed, Unicode case-folded (in Rust, so
-/// that SQLite and PostgreSQL agree whatever their collation). `None` when the value is
-/// not a plausible address (no `@`, empty local part or domain, whitespace, no dot in the
-/// domain).
+/// Normalizes an email address for identity, the one form under which the store keys a
+/// contact (both backends get it from Rust, whatever their collation):
+///
+/// 1. trimmed of surrounding whitespace;
+/// 2. Unicode NFC, so that composed and decomposed spellings of one address are one;
+/// 3. lower-cased (`char::to_lowercase`), **not** case-folded: folding maps `ß` to `ss`
+///    and would merge `fußball@` with `fussball@`, two different mailboxes;
+/// 4. the domain in its Unicode form by UTS #46 (IDNA) processing, so `münchen.de`,
+///    `MÜNCHEN.de` and `xn--mnchen-3ya.de` are one domain.
+///
+/// `None` when the value is not a plausible address: no `@`, an empty local part or
+/// domain, whitespace or control characters, no dot in the domain, a domain starting or
+/// ending with a dot, or a domain IDNA rejects (it could not receive mail). Idempotent:
+/// normalizing a normalized address returns it unchanged.
 pub fn normalize_email(raw: &str) -> Option<String> {
     let trimmed = raw.trim();
-    // Unicode default case folding maps no ASCII character but `A`..=`Z`, and those to
-    // `a`..=`z`: the same as ASCII lowercasing, which is several times cheaper, and
-    // nearly every address is ASCII.
-    let folded = if trimmed.is_ascii() {
-        trimmed.to_ascii_lowercase()
+    let (local, domain) = trimmed.rsplit_once('@')?;
+    if local.is_empty() || domain.is_empty() {
+        return None;
+    }
+    let (local, domain) = if trimmed.is_ascii() && !has_punycode_label(domain) {
+        // ASCII is already NFC, ASCII lower-casing is Unicode lower-casing on it, and
+        // UTS #46 maps an ASCII label without an `xn--` prefix to its lower case: the
+        // same answer as the general path below (a property test checks it), several
+        // times cheaper, and nearly every address takes it.
+        (local.to_ascii_lowercase(), domain.to_ascii_lowercase())
     } else {
-        caseless::default_case_fold_str(trimmed)
+        // NFC first: UTS #46 mapping is not closed under canonical equivalence (`ῲ`
+        // maps to `ὼι`, and a combining mark after it lands on either side of the `ι`
+        // depending on how the input was composed; found by proptest).
+        let composed: String = {
+            use unicode_normalization::UnicodeNormalization;
+            domain.nfc().collect()
+        };
+        let (unicode_domain, idna) = idna::domain_to_unicode(&composed);
+        idna.ok()?;
+        (lower_nfc(local), lower_nfc(&unicode_domain))
     };
-    let (local, domain) = folded.rsplit_once('@')?;
-    let plausible = !local.is_empty()
-        && !domain.is_empty()
-        && domain.contains('.')
+    let plausible = domain.contains('.')
         && !domain.starts_with('.')
         && !domain.ends_with('.')
         && !local.contains('@')
-        && !folded.chars().any(|c| c.is_whitespace() || c.is_control());
-    plausible.then_some(folded)
+        // IDNA maps look-alikes to ASCII: `﹫` (small commercial at) becomes `@`.
+        && !domain.contains('@')
+        && !local
+            .chars()
+            .chain(domain.chars())
+            .any(|c| c.is_whitespace() || c.is_control());
+    plausible.then(|| format!("{local}@{domain}"))
+}
+
+/// Whether any dot-separated label of `domain` starts with the ACE prefix `xn--` (any
+/// case): such a label is Punycode and has a Unicode spelling.
+fn has_punycode_label(domain: &str) -> bool {
+    domain
+        .split('.')
+        .any(|label| label.len() >= 4 && label[..4].eq_ignore_ascii_case("xn--"))
+}
+
+/// NFC, then lower case, then NFC again: lower-casing can leave a sequence NFC would
+/// compose (`İ` lowers to `i` + U+0307), and the second pass makes the result stable.
+fn lower_nfc(text: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let lowered: String = text.nfc().collect::<String>().to_lowercase();
+    lowered.nfc().collect()
 }
 
 #[cfg(test)]
@@ -340,7 +449,7 @@ mod tests {
     }
 
     #[test]
-    fn emails_are_trimmed_and_case_folded() {
+    fn emails_are_trimmed_and_lower_cased() {
         assert_eq!(
             normalize_email("  Ada@Example.COM "),
             Some("ada@example.com".into())
@@ -352,23 +461,80 @@ mod tests {
         assert_eq!(normalize_email("not-an-email"), None);
         assert_eq!(normalize_email("a b@example.com"), None);
         assert_eq!(normalize_email("@example.com"), None);
+        assert_eq!(normalize_email("ada@"), None);
         assert_eq!(normalize_email("ada@localhost"), None);
+        assert_eq!(normalize_email("ada@.example.com"), None);
+        assert_eq!(normalize_email("ada@example.com."), None);
+    }
+
+    /// Issue 11, finding 3: case folding merged two people; NFC and NFD spellings of one
+    /// address made two contacts.
+    #[test]
+    fn emails_never_merge_two_mailboxes_and_one_mailbox_has_one_form() {
+        let fussball = normalize_email("fußball@example.com");
+        assert_eq!(fussball.as_deref(), Some("fußball@example.com"));
+        assert_ne!(fussball, normalize_email("fussball@example.com"));
+        assert_eq!(normalize_email("FUẞBALL@example.com"), fussball);
+        let nfc = "jos\u{e9}@example.com";
+        let nfd = "jose\u{301}@example.com";
+        assert_eq!(normalize_email(nfd).as_deref(), Some(nfc));
+        assert_eq!(normalize_email(nfc).as_deref(), Some(nfc));
+        assert_eq!(
+            normalize_email("JOSE\u{301}@EXAMPLE.COM").as_deref(),
+            Some(nfc)
+        );
     }
 
     #[test]
-    fn ascii_folds_as_unicode_default_case_folding() {
-        let all: String = (0u8..128).map(char::from).collect();
+    fn idna_spellings_of_a_domain_are_one_address() {
+        let unicode = normalize_email("ada@münchen.de");
+        assert_eq!(unicode.as_deref(), Some("ada@münchen.de"));
+        assert_eq!(normalize_email("ada@xn--mnchen-3ya.de"), unicode);
+        assert_eq!(normalize_email("Ada@XN--MNCHEN-3YA.DE"), unicode);
+        assert_eq!(normalize_email("ada@MÜNCHEN.DE"), unicode);
+        assert_eq!(normalize_email("ada@mu\u{308}nchen.de"), unicode);
+        // Invalid Punycode has no Unicode form: no mail reaches it.
+        assert_eq!(normalize_email("ada@xn--a.de"), None);
+        // A domain that IDNA maps to one holding `@` is no domain (found by proptest).
+        assert_eq!(normalize_email("_@a.\u{fe6b}"), None);
         assert_eq!(
-            all.to_ascii_lowercase(),
-            caseless::default_case_fold_str(&all)
+            normalize_email("0@0a\u{1ff2}\u{16af0}.a"),
+            normalize_email("0@0a\u{3c9}\u{300}\u{345}\u{16af0}.a")
+        );
+        assert_eq!(
+            normalize_email("ada@example\u{3002}com").as_deref(),
+            Some("ada@example.com")
+        );
+    }
+
+    #[test]
+    fn ascii_fast_path_agrees_with_the_general_path() {
+        let all: String = (0x21u8..0x7f)
+            .map(char::from)
+            .filter(|c| *c != '@' && *c != '.')
+            .collect();
+        let address = format!("{all}@Ex-{all}.COM");
+        let (local, domain) = address.rsplit_once('@').unwrap();
+        // NFC first: UTS #46 mapping is not closed under canonical equivalence (`ῲ`
+        // maps to `ὼι`, and a combining mark after it lands on either side of the `ι`
+        // depending on how the input was composed; found by proptest).
+        let composed: String = {
+            use unicode_normalization::UnicodeNormalization;
+            domain.nfc().collect()
+        };
+        let (unicode_domain, idna) = idna::domain_to_unicode(&composed);
+        assert!(idna.is_ok());
+        assert_eq!(
+            normalize_email(&address),
+            Some(format!(
+                "{}@{}",
+                lower_nfc(local),
+                lower_nfc(&unicode_domain)
+            ))
         );
         assert_eq!(
             normalize_email(" Ada.Lovelace@Example.COM "),
             Some("ada.lovelace@example.com".to_string())
-        );
-        assert_eq!(
-            normalize_email("STRASSE.Ä@Example.COM"),
-            Some(caseless::default_case_fold_str("STRASSE.Ä@Example.COM"))
         );
     }
 }

@@ -1,7 +1,8 @@
 //! The compiled, runnable form of the configuration: what the engine and the scheduler
-//! read. Built from the `*Spec` types by `config::validate` (through
-//! `config::load::load_plan`); every template is compiled and every JSONPath parsed here,
-//! once, so that a run never meets a syntax error.
+//! read. Built from the `*Spec` types by `config::compile` (through
+//! `config::load::load_plan`); every template is compiled and every JSONPath parsed
+//! there, once, so that a run never meets a syntax error. Never imports `config`: the
+//! small enums specs and runs share are declared here.
 //!
 //! A `Plan` holds credential *references*, never secret values: secrets are resolved per
 //! run (`secret::resolve`), so a rotated secret needs no reload and a plan can be logged.
@@ -14,12 +15,12 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-pub use crate::config::spec::{
-    ApiKeyLocation, ClientAuth, FilterApply, FilterOp, FilterValueType, HttpMethod, LogFormat,
-    StopRule, SubscriptionMeaning,
-};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use crate::jsonpath::JsonPath;
 use crate::model;
+pub use crate::model::SubscriptionMeaning;
 pub use crate::secret::SecretRef;
 use crate::template::{JsonTemplate, Template};
 pub use crate::timeformat::TimeFormat;
@@ -55,10 +56,46 @@ pub struct DaemonConfig {
     /// Reference to the key encrypting tokens in the store; `None`: generated key file
     /// beside the SQLite store.
     pub encryption_key: Option<SecretRef>,
+    /// Reference to the bearer token the daemon's `POST` endpoints require.
+    pub control_token: Option<SecretRef>,
     /// How long history is kept.
     pub retention: Duration,
     /// Run lease duration.
     pub lease: Duration,
+    /// Caps on responses and records.
+    pub limits: Limits,
+}
+
+/// Caps on what one response may make a run hold or wait for (`limits` in
+/// `tributary.yaml`): the engine reads a body only up to `max_response_bytes`, skips and
+/// counts a record with a value over `max_value_bytes`, and fails a page with more than
+/// `max_records_per_page` records, instead of using unbounded memory or storing whatever
+/// a service sends; a request is retried for at most `retry_budget`, and a service asking
+/// for a wait over `max_wait` stops the run at its checkpoint instead of holding it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest response body read, in bytes.
+    pub max_response_bytes: u64,
+    /// Largest value of a record stored, in bytes of text.
+    pub max_value_bytes: u64,
+    /// Most records in one page.
+    pub max_records_per_page: u64,
+    /// How long one request may keep being retried (attempts and waits together).
+    pub retry_budget: Duration,
+    /// Longest wait a service may ask for that a run waits out.
+    pub max_wait: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_response_bytes: defaults::MAX_RESPONSE_BYTES,
+            max_value_bytes: defaults::MAX_VALUE_BYTES,
+            max_records_per_page: defaults::MAX_RECORDS_PER_PAGE,
+            retry_budget: defaults::RETRY_BUDGET,
+            max_wait: defaults::MAX_WAIT,
+        }
+    }
 }
 
 /// One compiled connector spec.
@@ -86,6 +123,8 @@ pub struct Connector {
     pub pagination: Pagination,
     /// JSONPath to the records array of a response.
     pub records: JsonPath,
+    /// A body without the records' container is an empty page, not a failed one.
+    pub records_absent_is_empty: bool,
     /// Largest page size the service accepts.
     pub page_size_max: u32,
     /// Page size asked for when the importer says nothing.
@@ -96,8 +135,9 @@ pub struct Connector {
     pub fields: Fields,
     /// Custom fields.
     pub custom_fields: Vec<CustomField>,
-    /// Subscription status mapping.
-    pub subscription: Option<Subscription>,
+    /// Subscription status mappings, one per field read (none: the service's status is
+    /// not read); the strongest meaning found wins.
+    pub subscription: Vec<Subscription>,
     /// Deleted-record predicate.
     pub deleted: Option<Predicate>,
     /// Sync mode.
@@ -106,8 +146,102 @@ pub struct Connector {
     pub filters: BTreeMap<String, Filter>,
     /// Settings the connector declares, with their defaults.
     pub settings: BTreeMap<String, Setting>,
-    /// Hash of the spec file's meaning (its parsed content), for importer fingerprints.
+    /// How fast one account of the service may go, if the connector says.
+    pub rate_limit: Option<RateLimit>,
+    /// How the service's errors are recognised, in order; the first rule matching a
+    /// response decides (`engine::rules`), the built-in defaults when none does.
+    pub error_rules: Vec<ErrorRule>,
+    /// Hash of the spec file's meaning (its parsed content): any change at all.
     pub fingerprint: String,
+    /// Hashes of the parts that decide which records a pass returns (connection,
+    /// request, pagination, records, sync, filters, each auth scheme), by name: the
+    /// importer's pass fingerprint is built from these.
+    pub pass_parts: BTreeMap<String, String>,
+}
+
+/// A service's documented limits for one account, kept by every importer on that account
+/// together (`engine::ratelimit`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    /// Time between two requests (requests spread evenly, never in a burst); `None`: no
+    /// pace.
+    pub interval: Option<Duration>,
+    /// Requests in flight at once; `None`: no cap.
+    pub concurrent: Option<u32>,
+    /// The response header announcing the quota left, and how it is written.
+    pub remaining: Option<(String, RemainingFormat)>,
+    /// The response header announcing when the quota is refilled, and how it is written.
+    pub reset: Option<(String, ResetFormat)>,
+}
+
+/// One rule recognising a service's answer: every condition given must hold.
+#[derive(Debug, Clone)]
+pub struct ErrorRule {
+    /// Status codes it applies to; empty: any status of 400 or more.
+    pub status: Vec<u16>,
+    /// A JSONPath into the body selecting a value (equal to `equals`, when given).
+    pub path: Option<Predicate>,
+    /// Text the body contains.
+    pub contains: Option<String>,
+    /// A response header that must be present (lower case).
+    pub header: Option<String>,
+    /// What the engine does.
+    pub action: ErrorAction,
+    /// What the error says, for people (the start of the body follows it).
+    pub message: Option<String>,
+}
+
+/// What the engine does with a response an error rule recognised.
+#[derive(
+    Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq, strum::IntoStaticStr,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum ErrorAction {
+    /// Try the request again with backoff, within `limits.retry_budget`.
+    Retry,
+    /// A throttle: the whole account waits (`Retry-After` or the `rate_limit.reset`
+    /// header, else backoff), then the request is tried again.
+    RateLimited,
+    /// Renew the OAuth token or session, then try again (once).
+    RefreshAuth,
+    /// The saved position is no longer accepted (an expired cursor, page token or query
+    /// locator): restart the pass, an incremental pass from the watermark, a full pass
+    /// from the beginning (once per run).
+    RestartPass,
+    /// Skip this page and go on with the next (`page_number` and `offset` pagination).
+    SkipPage,
+    /// Fail the run as a configuration error: retrying cannot help until the connector
+    /// or importer changes.
+    FailConfig,
+    /// Fail the run as a transient error: the daemon tries again later with backoff.
+    FailTransient,
+}
+
+/// How a response header writes the quota left.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum RemainingFormat {
+    /// Requests left: `42`.
+    #[default]
+    Count,
+    /// Requests used and the limit: `32/40` (Shopify's `X-Shopify-Shop-Api-Call-Limit`).
+    UsedOfLimit,
+}
+
+/// How a response header writes when the quota is refilled.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ResetFormat {
+    /// Seconds from now: `2` (fractions allowed).
+    #[default]
+    Seconds,
+    /// Milliseconds from now: `1500` (BigCommerce's `X-Rate-Limit-Time-Reset-Ms`).
+    Millis,
+    /// A Unix time in seconds: `1714557600`.
+    UnixSeconds,
+    /// An HTTP date: `Wed, 01 May 2024 10:00:00 GMT`.
+    HttpDate,
 }
 
 /// A declared setting.
@@ -146,7 +280,8 @@ pub enum Body {
 }
 
 /// Pagination strategy.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Pagination {
     /// One response holds everything.
     None,
@@ -208,15 +343,7 @@ impl Pagination {
 
     /// The style's name as written in specs.
     pub fn style(&self) -> &'static str {
-        match self {
-            Pagination::None => "none",
-            Pagination::PageNumber { .. } => "page_number",
-            Pagination::Offset { .. } => "offset",
-            Pagination::Cursor { .. } => "cursor",
-            Pagination::NextUrl { .. } => "next_url",
-            Pagination::LinkHeader { .. } => "link_header",
-            Pagination::Keyset { .. } => "keyset",
-        }
+        self.into()
     }
 }
 
@@ -340,8 +467,26 @@ pub struct Filter {
     pub apply: FilterApply,
 }
 
+/// Where a filter is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilterApply {
+    /// The service filters: the value is a template variable `filters.NAME`.
+    Server,
+    /// Tributary filters mapped records.
+    Client {
+        /// A standard field name or a custom field label.
+        field: String,
+        /// The comparison.
+        op: FilterOp,
+    },
+}
+
 /// An auth scheme.
-#[derive(Debug, Clone)]
+// One per scheme of a loaded connector, never in a hot path or a large collection: the
+// size of the OAuth2 variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Auth {
     /// Nothing.
     None,
@@ -366,16 +511,26 @@ pub enum Auth {
         /// Password.
         password: Option<Template>,
     },
-    /// OAuth2 refresh-token grant.
+    /// OAuth2: an access token from `token_url` by the `grant`, sent as a bearer token.
     Oauth2 {
+        /// How the access token is obtained.
+        grant: Oauth2Grant,
         /// Token endpoint.
         token_url: Template,
         /// Client id.
         client_id: Template,
-        /// Client secret.
-        client_secret: Template,
-        /// Refresh token.
-        refresh_token: Template,
+        /// Client secret (refresh-token and client-credentials grants).
+        client_secret: Option<Template>,
+        /// Refresh token (refresh-token grant).
+        refresh_token: Option<Template>,
+        /// Where a person consents (`tributary auth`; refresh-token grant).
+        authorize_url: Option<Template>,
+        /// PEM RSA private key signing the assertion (JWT bearer grant).
+        private_key: Option<Template>,
+        /// The assertion's subject, the user acted for (JWT bearer grant).
+        subject: Option<Template>,
+        /// The assertion's audience (JWT bearer grant); `None`: the token URL.
+        audience: Option<Template>,
         /// Client authentication at the token endpoint.
         client_auth: ClientAuth,
         /// Scopes.
@@ -406,15 +561,7 @@ pub enum Auth {
 impl Auth {
     /// The scheme's type name as written in specs.
     pub fn kind(&self) -> &'static str {
-        match self {
-            Auth::None => "none",
-            Auth::ApiKey { .. } => "api_key",
-            Auth::Bearer { .. } => "bearer",
-            Auth::Basic { .. } => "basic",
-            Auth::Oauth2 { .. } => "oauth2",
-            Auth::Session { .. } => "session",
-            Auth::Header { .. } => "header",
-        }
+        self.into()
     }
 }
 
@@ -462,10 +609,17 @@ pub struct Importer {
     pub page_size: u32,
     /// Whether the daemon runs it.
     pub enabled: bool,
-    /// Hash of everything a pass depends on (connector spec, auth choice, credential
-    /// references, settings, filters, list, page size): a saved position with another
-    /// fingerprint is not resumed.
+    /// What decides which records a pass returns, part by part
+    /// (`part=hash;part=hash;...`: the connector's connection, request, pagination,
+    /// records, sync, filters and chosen auth scheme; the importer's credential
+    /// references, settings, filter values and page size). A saved position with another
+    /// fingerprint is not resumed, and the parts that differ say why. The list, interval,
+    /// page budget, fields, custom fields, rate limits and error rules are not in it:
+    /// changing them keeps the saved position.
     pub fingerprint: String,
+    /// Hash of the whole compiled importer with its connector: a hot reload compares it
+    /// with the running version to find the importers that changed at all.
+    pub revision: String,
 }
 
 impl Importer {
@@ -480,7 +634,7 @@ impl Importer {
         self.connector
             .filters
             .iter()
-            .filter(|(_, f)| matches!(f.apply, FilterApply::Server {}))
+            .filter(|(_, f)| f.apply == FilterApply::Server)
             .map(|(name, _)| {
                 (
                     name.clone(),
@@ -489,6 +643,150 @@ impl Importer {
             })
             .collect()
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Small enums written in specs and read at run time. They live here, below `config`, so
+// that the engine and the store never depend on the config module; `config::spec` uses
+// them as they are. Their `///` comments are user documentation (they flow into
+// `schemas/`), and their snake_case names are the ones written in files.
+// ---------------------------------------------------------------------------------------
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines; no timestamps when running under systemd's journal.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Where an API key goes.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiKeyLocation {
+    /// A request header.
+    Header,
+    /// A query parameter.
+    Query,
+}
+
+/// How an OAuth2 access token is obtained.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    Deserialize,
+    Serialize,
+    JsonSchema,
+    PartialEq,
+    Eq,
+    strum::IntoStaticStr,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Oauth2Grant {
+    /// A refresh token a person obtained by consenting (RFC 6749 6).
+    #[default]
+    RefreshToken,
+    /// The client's own id and secret, no person involved (RFC 6749 4.4): Shopify's
+    /// new apps, Microsoft Graph and Dynamics app-only access.
+    ClientCredentials,
+    /// An assertion signed with the client's private key (RFC 7523): Google service
+    /// accounts, Salesforce's JWT flow.
+    JwtBearer,
+}
+
+/// How an OAuth2 client proves itself at the token endpoint.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// `client_id` and `client_secret` as form fields.
+    #[default]
+    Body,
+    /// HTTP basic authentication with the client id and secret.
+    Basic,
+}
+
+/// HTTP method of a request.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    /// GET.
+    #[default]
+    Get,
+    /// POST.
+    Post,
+}
+
+/// A rule that ends a pass.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Deserialize,
+    Serialize,
+    JsonSchema,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum StopRule {
+    /// The next cursor or URL is missing, null or empty.
+    MissingToken,
+    /// A page holds no records.
+    EmptyPage,
+    /// A page holds fewer records than asked for.
+    ShortPage,
+    /// The has-more flag is false.
+    HasMoreFalse,
+    /// The records (or pages) read reach the announced total.
+    TotalReached,
+}
+
+/// Type of a filter value.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterValueType {
+    /// A string.
+    String,
+    /// An integer.
+    Integer,
+    /// A number.
+    Number,
+    /// true or false.
+    Boolean,
+    /// An RFC 3339 date-time.
+    Datetime,
+    /// A list of strings.
+    StringList,
+}
+
+/// Client-side comparison.
+#[derive(
+    Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq, strum::IntoStaticStr,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum FilterOp {
+    /// The field equals the value.
+    Equals,
+    /// The field equals one of the values (a list).
+    OneOf,
+    /// The field (text or list) contains the value.
+    Contains,
+    /// The field is present and non-empty when the value is true; absent when false.
+    Exists,
+    /// The field (a date) is before the value.
+    Before,
+    /// The field (a date) is after the value.
+    After,
 }
 
 /// Default values, shared by the loader and the documentation.
@@ -503,6 +801,14 @@ pub mod defaults {
     pub const PAGE_BUDGET: u64 = 50;
     /// Page cap per pass.
     pub const MAX_PAGES: u64 = 100_000;
+    /// First page number of `page_number` pagination.
+    pub const FIRST_PAGE: u64 = 1;
+    /// First offset of `offset` pagination.
+    pub const FIRST_OFFSET: u64 = 0;
+    /// Re-read before the watermark.
+    pub const LOOKBACK: Duration = Duration::ZERO;
+    /// Whether a `next_url` is followed exactly as given.
+    pub const NEXT_URL_VERBATIM: bool = true;
     /// Full-refresh interval.
     pub const FULL_REFRESH_EVERY: Duration = Duration::from_secs(7 * 86_400);
     /// Connect timeout.
@@ -521,4 +827,17 @@ pub mod defaults {
     pub const RETENTION: Duration = Duration::from_secs(90 * 86_400);
     /// Run lease.
     pub const LEASE: Duration = Duration::from_secs(5 * 60);
+    /// Largest response body read: pages of real services are a few MiB at most.
+    pub const MAX_RESPONSE_BYTES: u64 = 32 * 1024 * 1024;
+    /// Largest value stored: far above any name or note a CRM holds.
+    pub const MAX_VALUE_BYTES: u64 = 256 * 1024;
+    /// Most records in one page: the largest documented page size is 2,000.
+    pub const MAX_RECORDS_PER_PAGE: u64 = 10_000;
+    /// Shortest run lease.
+    pub const MIN_LEASE: Duration = Duration::from_secs(10);
+    /// Time one request may spend being retried: rides out a minute-long overload, still
+    /// gives up on a service that is down.
+    pub const RETRY_BUDGET: Duration = Duration::from_secs(120);
+    /// Longest wait a service may ask for that a run sits out; longer is a quota.
+    pub const MAX_WAIT: Duration = Duration::from_secs(60);
 }

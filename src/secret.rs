@@ -8,7 +8,40 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use crate::config::spec::SecretRef;
+use schemars::JsonSchema;
+use serde::Serialize;
+
+// Reading one from a file is `config`'s job (its deserializer refuses a bare string with
+// a message saying how to write a reference); this module owns what a reference means.
+/// Where a secret comes from. Secrets are never written in these files: they are named
+/// here and read at run time.
+#[derive(Clone, Serialize, JsonSchema, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum SecretRef {
+    /// An environment variable of the daemon process.
+    Env(String),
+    /// A file whose whole content (trailing newline trimmed) is the secret.
+    File(String),
+    /// A systemd credential passed with `LoadCredential=NAME:...`, read from
+    /// `$CREDENTIALS_DIRECTORY/NAME`.
+    Credential(String),
+    /// A value written in clear in this file. Only for non-secret values or local
+    /// experiments: importers live in git, so prefer the other forms.
+    Literal(String),
+}
+
+/// Names the reference; a literal's value is never printed, so that a plan or an importer
+/// can be logged with `{:?}`.
+impl fmt::Debug for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretRef::Env(name) => f.debug_tuple("Env").field(name).finish(),
+            SecretRef::File(path) => f.debug_tuple("File").field(path).finish(),
+            SecretRef::Credential(name) => f.debug_tuple("Credential").field(name).finish(),
+            SecretRef::Literal(_) => f.write_str("Literal(****)"),
+        }
+    }
+}
 
 /// A secret value. Only [`Secret::expose`] gives the text, so every use is greppable.
 #[derive(Clone, PartialEq, Eq)]

@@ -165,6 +165,84 @@ impl TemplateError {
     }
 }
 
+/// The deepest nesting of blocks (`{{#if}}` inside `{{#if}}`) and of subexpressions
+/// (`(a (b (c)))`) a template may have. Requests need two or three; the template parser
+/// recurses once per level (thousands overflow its stack) and slows down with depth.
+pub const MAX_NESTING: usize = 32;
+
+/// Refuses nesting deeper than [`MAX_NESTING`] before the recursive parser sees the text.
+/// A flat scan: `{{#`/`{{^` open a block and `{{/` closes one, parentheses inside a
+/// mustache open and close subexpressions; comments, raw blocks and quoted strings are
+/// skipped. Malformed text passes through, for the parser to describe.
+fn check_nesting(source: &str) -> Result<(), TemplateError> {
+    let bytes = source.as_bytes();
+    let too_deep = |at: usize| {
+        let before = &source[..at];
+        TemplateError {
+            line: Some(before.matches('\n').count() + 1),
+            column: Some(before.len() - before.rfind('\n').map_or(0, |n| n + 1) + 1),
+            message: format!(
+                "blocks or subexpressions nest deeper than {MAX_NESTING} levels; no request \
+                 needs that many"
+            ),
+        }
+    };
+    let (mut blocks, mut at) = (0usize, 0usize);
+    while let Some(open) = source[at..].find("{{").map(|i| i + at) {
+        let mut inner = open + 2;
+        while bytes.get(inner) == Some(&b'{') {
+            inner += 1;
+        }
+        if bytes.get(inner) == Some(&b'~') {
+            inner += 1;
+        }
+        if source[inner..].starts_with("!--") {
+            at = source[inner..]
+                .find("--}}")
+                .map_or(bytes.len(), |i| inner + i + 4);
+            continue;
+        }
+        if source[inner..].starts_with('!') {
+            at = source[inner..]
+                .find("}}")
+                .map_or(bytes.len(), |i| inner + i + 2);
+            continue;
+        }
+        match bytes.get(inner) {
+            Some(b'#' | b'^') => {
+                blocks += 1;
+                if blocks > MAX_NESTING {
+                    return Err(too_deep(open));
+                }
+            }
+            Some(b'/') => blocks = blocks.saturating_sub(1),
+            _ => {}
+        }
+        // Subexpressions inside this mustache.
+        let (mut depth, mut quote, mut i) = (0usize, None, inner);
+        while i < bytes.len() {
+            let c = bytes[i];
+            match quote {
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None if c == b'"' || c == b'\'' => quote = Some(c),
+                None if c == b'(' => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return Err(too_deep(i));
+                    }
+                }
+                None if c == b')' => depth = depth.saturating_sub(1),
+                None if bytes[i..].starts_with(b"}}") => break,
+                None => {}
+            }
+            i += 1;
+        }
+        at = i.max(open + 2);
+    }
+    Ok(())
+}
+
 impl fmt::Display for TemplateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.line, self.column) {
@@ -226,6 +304,7 @@ impl Template {
     /// Syntax errors (with line and column inside the template), unknown helpers,
     /// partials and decorators (not part of the language).
     pub fn compile(source: &str) -> Result<Template, TemplateError> {
+        check_nesting(source)?;
         let parsed = handlebars::Template::compile(source).map_err(|error| {
             let (line, column) = error.pos().unzip();
             let reason = error.reason().to_string();
@@ -840,6 +919,44 @@ pub fn context_time(instant: DateTime<Utc>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue #11, finding 2: 5,000 nested subexpressions overflowed the parser's stack;
+    /// finding 6: 30,000 nested `{{#if}}` blocks took 85 s. Both are refused at once.
+    #[test]
+    fn deep_nesting_is_refused_before_the_parser_recurses() {
+        // Multi-byte text inside and after a mustache is scanned byte by byte safely.
+        assert!(Template::compile("{{#if (eq a \"é(\")}}é{{/if}}é(").is_ok());
+        let subexpressions = format!(
+            "{{{{json {}x{}}}}}",
+            "(json ".repeat(5_000),
+            ")".repeat(5_000)
+        );
+        let error = Template::compile(&subexpressions).unwrap_err();
+        assert!(
+            error.message.contains("nest deeper than 32 levels"),
+            "{error}"
+        );
+        assert_eq!((error.line, error.column), (Some(1), Some(8 + 6 * 32)));
+
+        let blocks = format!(
+            "{}x{}",
+            "{{#if a}}\n".repeat(30_000),
+            "{{/if}}".repeat(30_000)
+        );
+        let error = Template::compile(&blocks).unwrap_err();
+        assert!(
+            error.message.contains("nest deeper than 32 levels"),
+            "{error}"
+        );
+        assert_eq!(error.line, Some(33));
+
+        let fine = format!("{}x{}", "{{#if a}}".repeat(32), "{{/if}}".repeat(32));
+        assert!(Template::compile(&fine).is_ok());
+        let siblings = "{{#if a}}x{{/if}}".repeat(1_000);
+        assert!(Template::compile(&siblings).is_ok());
+        let quoted = "{{#if (eq a \"((((\")}}x{{/if}}{{!-- {{#if}}{{#if}} --}}";
+        assert!(Template::compile(quoted).is_ok());
+    }
     use serde_json::json;
 
     fn ctx() -> Value {

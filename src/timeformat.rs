@@ -6,7 +6,7 @@
 //! clock, the environment or files.
 
 use chrono::format::{Parsed, StrftimeItems};
-use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use serde_json::Value;
 
 /// A timestamp format named in a connector spec.
@@ -80,14 +80,31 @@ impl TimeFormat {
             TimeFormat::Rfc3339 => {
                 Value::String(instant.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
             }
-            TimeFormat::Rfc2822 => Value::String(local.to_rfc2822()),
+            // chrono's `to_rfc2822` panics outside the years 0 to 9999 (a `since` from an
+            // absurd watermark, a `format_time` of a service's value): such a year is
+            // written in the same shape, with its sign, instead.
+            TimeFormat::Rfc2822 if (0..=9999).contains(&local.year()) => {
+                Value::String(local.to_rfc2822())
+            }
+            TimeFormat::Rfc2822 => {
+                Value::String(local.format("%a, %d %b %Y %H:%M:%S %z").to_string())
+            }
             TimeFormat::HttpDate => {
                 Value::String(instant.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
             }
             TimeFormat::UnixSeconds => Value::from(instant.timestamp()),
             TimeFormat::UnixMillis => Value::from(instant.timestamp_millis()),
             TimeFormat::Date => Value::String(local.format("%Y-%m-%d").to_string()),
-            TimeFormat::Strftime(pattern) => Value::String(local.format(pattern).to_string()),
+            TimeFormat::Strftime(pattern) => {
+                // `to_string` would panic if the pattern cannot show this instant; the
+                // pattern was checked when it was parsed, and RFC 3339 stands in otherwise.
+                use std::fmt::Write as _;
+                let mut text = String::new();
+                if write!(text, "{}", local.format(pattern)).is_err() {
+                    text = instant.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+                }
+                Value::String(text)
+            }
         }
     }
 
@@ -329,5 +346,16 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn years_beyond_four_digits_are_written_without_panicking() {
+        let far = Utc.with_ymd_and_hms(12_345, 6, 7, 8, 9, 10).unwrap();
+        assert_eq!(
+            TimeFormat::Rfc2822.format(far, utc()),
+            json!("Thu, 07 Jun +12345 08:09:10 +0000")
+        );
+        let before = Utc.with_ymd_and_hms(-44, 3, 15, 12, 0, 0).unwrap();
+        assert!(TimeFormat::Rfc2822.format(before, utc()).is_string());
     }
 }

@@ -7,6 +7,11 @@
 //! `SNAPSHOTS=overwrite cargo test --test tests config::` rewrites the expected files;
 //! review the diff before committing it.
 
+mod docs_examples;
+mod hostile;
+mod layers;
+mod messages;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -308,7 +313,28 @@ fn the_plan_applies_defaults_and_compiles_templates() {
         importer.server_filter_context()["owner_id"],
         serde_json::json!(11)
     );
-    assert_eq!(importer.fingerprint.len(), 64);
+    // Part by part, so that a changed pass can say why.
+    let parts: Vec<&str> = importer
+        .fingerprint
+        .split(';')
+        .map(|p| p.split_once('=').unwrap().0)
+        .collect();
+    assert_eq!(
+        parts,
+        [
+            "auth",
+            "connection",
+            "credentials",
+            "filter_values",
+            "filters",
+            "page_size",
+            "pagination",
+            "records",
+            "request",
+            "settings",
+            "sync"
+        ]
+    );
 
     let connector = &importer.connector;
     assert_eq!(connector.service, "crm");
@@ -490,7 +516,11 @@ fn repository_connectors_render_their_requests() {
                         refresh_token,
                         ..
                     } => {
-                        for t in [token_url, client_id, client_secret, refresh_token] {
+                        let optional = [client_secret, refresh_token];
+                        for t in [token_url, client_id]
+                            .into_iter()
+                            .chain(optional.into_iter().flatten())
+                        {
                             render_all(t, &ctx, Escape::None, &what);
                         }
                     }
@@ -610,4 +640,74 @@ fn repository_connectors_read_real_response_shapes() {
         checked += 1;
     }
     assert!(checked >= 10, "only {checked} response samples");
+}
+
+/// Issue #13: query parameters, headers and form fields go out in the order the spec
+/// writes them (not sorted), as the rendered request shows.
+#[tokio::test]
+async fn the_request_keeps_the_parameter_order_the_spec_writes() {
+    use crate::common::sync_env::SyncEnv;
+    use tributary::engine::client::{Client, PreparedBody};
+
+    let env = SyncEnv::new();
+    env.connector(
+        "crm",
+        r#"
+spec_version: 1
+base_url: https://crm.example/api
+headers: {X-Zeta: z, X-Alpha: a, X-Mid: m}
+auth:
+  session:
+    type: session
+    login:
+      method: POST
+      path: /login
+      body: {form: {username: u, password: p, client: c}}
+    token: $.token
+    headers: {X-Session: "{{token.session}}"}
+contacts:
+  request:
+    path: /persons
+    query: {zeta: "1", limit: "{{page_size}}", alpha: "2", since: "{{since}}", mid: "3"}
+    headers: {X-Request-Z: z, X-Request-A: a}
+  pagination: {type: none}
+  records: $.data[*]
+  fields: {email: $.email}
+sync: {mode: incremental}
+"#,
+    )
+    .importer("sales", "connector: crm\nlist: Sales\n");
+    let plan = env.plan();
+    let importer = plan.importers["sales"].clone();
+    let connector = importer.connector.clone();
+    let mut client = Client::new(importer, env.store().await, plan.daemon.limits).unwrap();
+    client.set("since", serde_json::json!("2024-05-01T00:00:00Z"));
+    let prepared = client
+        .prepare(&connector.request, &serde_json::Map::new())
+        .unwrap();
+    let names: Vec<String> = prepared
+        .url
+        .query_pairs()
+        .map(|(name, _)| name.into_owned())
+        .collect();
+    assert_eq!(names, ["zeta", "limit", "alpha", "since", "mid"]);
+    let headers: Vec<&str> = prepared
+        .headers
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .filter(|name| name.starts_with("X-"))
+        .collect();
+    assert_eq!(
+        headers,
+        ["X-Zeta", "X-Alpha", "X-Mid", "X-Request-Z", "X-Request-A"]
+    );
+    let tributary::plan::Auth::Session { login, .. } = &connector.auth["session"] else {
+        panic!("a session scheme");
+    };
+    let login = client.prepare(login, &serde_json::Map::new()).unwrap();
+    let Some(PreparedBody::Form(fields)) = &login.body else {
+        panic!("a form body");
+    };
+    let names: Vec<&str> = fields.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["username", "password", "client"]);
 }

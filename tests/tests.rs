@@ -2,5 +2,8 @@
 
 mod common;
 mod config;
+mod connectors;
+mod daemon;
+mod reliability;
 mod store;
 mod sync;

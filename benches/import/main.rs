@@ -16,11 +16,13 @@
 //! `--stores sqlite,postgres`, `--pg URL` (default `$TRIBUTARY_TEST_PG`), `--tributary
 //! PATH` (another binary), `--full-refresh-flag FLAG`, `--reference-only`, `--keep`
 //! (keep the work directory), `--repeat K` (run every series K times; the table shows each
-//! scenario's median run).
+//! scenario's median run), `--daemon` (only the daemon at scale: 10,000 importers, idle
+//! cost, 1,000 due at once; see `daemon.rs`).
 
 #![recursion_limit = "256"]
 
 mod checks;
+mod daemon;
 mod data;
 mod fake;
 mod measure;
@@ -231,6 +233,9 @@ impl Drop for FakeService {
 fn harness(args: &[String]) -> anyhow::Result<()> {
     let options = options(args)?;
     std::fs::create_dir_all(&options.work)?;
+    if args.iter().any(|a| a == "--daemon") {
+        return daemon_harness(&options);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -243,6 +248,38 @@ fn harness(args: &[String]) -> anyhow::Result<()> {
     }
     if rows.iter().any(|r| r.check.is_err()) {
         bail!("some scenarios failed their store checks (see the table)");
+    }
+    Ok(())
+}
+
+/// The daemon scenario: one fake of 20 contacts (one page a run), 10,000 importers.
+fn daemon_harness(options: &Options) -> anyhow::Result<()> {
+    let tributary = options
+        .tributary
+        .clone()
+        .context("--daemon needs the tributary binary")?;
+    let fake = FakeService::start(20, &options.work.join("fake.log"))?;
+    let connectors =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures/pipedrive/connectors.d");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let figures = runtime.block_on(daemon::run(
+        &tributary,
+        &connectors,
+        &options.work,
+        &fake.base_url,
+        TOKEN,
+    ));
+    drop(fake);
+    let figures = figures?;
+    println!();
+    println!("machine: {}", machine());
+    daemon::print(&figures);
+    if !options.keep {
+        let _ = std::fs::remove_dir_all(&options.work);
+    } else {
+        println!("work directory kept: {}", options.work.display());
     }
     Ok(())
 }

@@ -5,17 +5,11 @@
 //! Opens the store the daemon config names, so an admin's CLI and the service see the
 //! same data. Never keeps or reads tokens.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Context;
-
-use crate::cli::Cli;
-use crate::config::load;
-use crate::config::spec::DaemonConfigSpec;
-use crate::store::{
-    self, ContactFilter, ContactView, DEFAULT_RETENTION, Store, StoreOptions, UnsubscribeScope,
-};
+use crate::app;
+use crate::store::{ContactFilter, ContactView, Store, UnsubscribeScope};
 
 /// Output formats of the store commands.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -70,9 +64,9 @@ pub enum ContactsCommand {
 }
 
 /// Runs `contacts`.
-pub fn execute(cli: &Cli, args: &ContactsArgs) -> anyhow::Result<i32> {
-    runtime()?.block_on(async {
-        let store = open_configured_store(cli).await?;
+pub fn execute(config: Option<&Path>, args: &ContactsArgs) -> anyhow::Result<i32> {
+    app::small_runtime()?.block_on(async {
+        let store = open_configured_store(config).await?;
         let views = match &args.command {
             None => {
                 let filter = ContactFilter {
@@ -163,97 +157,8 @@ pub fn render_table(views: &[ContactView]) -> String {
     out
 }
 
-pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
-
 /// Opens the store the daemon config names, without token keys.
-pub(crate) async fn open_configured_store(cli: &Cli) -> anyhow::Result<Arc<dyn Store>> {
-    let (url, retention) = store_settings(cli.config.as_deref())?;
-    let options = StoreOptions {
-        retention,
-        keep_tokens: false,
-        ..StoreOptions::default()
-    };
-    store::open(&url, options)
-        .await
-        .with_context(|| format!("opening the store {}", shown_url(&url)))
-}
-
-/// The store URL without a password, for messages.
-fn shown_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("****"));
-            parsed.to_string()
-        }
-        _ => url.to_string(),
-    }
-}
-
-/// The store URL and retention the daemon would use: taken from the loaded plan, so the
-/// CLI and the service resolve `store:` the same way. When connector or importer files
-/// have errors (which must not keep an admin from looking at contacts), the daemon config
-/// alone is read, with a warning.
-fn store_settings(flag: Option<&Path>) -> anyhow::Result<(String, std::time::Duration)> {
-    let path = load::locate_config(flag);
-    let diagnostics = match load::load_plan(&path) {
-        Ok(plan) => return Ok((plan.daemon.store_url, plan.daemon.retention)),
-        Err(diagnostics) => diagnostics,
-    };
-    let own = |d: &crate::config::diagnostic::Diagnostic| {
-        d.is_error() && path.file_name().is_some_and(|name| d.file.ends_with(name))
-    };
-    if diagnostics.iter().any(own) {
-        let text: Vec<String> = diagnostics
-            .iter()
-            .filter(|d| own(d))
-            .map(ToString::to_string)
-            .collect();
-        anyhow::bail!("the daemon config has errors:\n{}", text.join("\n"));
-    }
-    eprintln!(
-        "warning: connector or importer files have errors (see `tributary validate`); reading the store named by {}",
-        path.display()
-    );
-    daemon_only_settings(&path, flag.is_none())
-}
-
-fn daemon_only_settings(
-    path: &Path,
-    may_be_missing: bool,
-) -> anyhow::Result<(String, std::time::Duration)> {
-    let spec: DaemonConfigSpec = match std::fs::read_to_string(path) {
-        Ok(text) if text.trim().is_empty() => DaemonConfigSpec::default(),
-        Ok(text) => load::parse_yaml(&text, path).map_err(|diagnostics| {
-            let text: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
-            anyhow::anyhow!(text.join("\n"))
-        })?,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound && may_be_missing => {
-            DaemonConfigSpec::default()
-        }
-        Err(error) => {
-            return Err(error).with_context(|| format!("reading {}", path.display()));
-        }
-    };
-    let root = std::path::absolute(path)
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| PathBuf::from("."));
-    let url = match spec.store.as_deref() {
-        None => format!("sqlite://{}", root.join("tributary.db").display()),
-        Some(url) if url.starts_with("sqlite:") => {
-            let file = store::sqlite::path_of_url(url)?;
-            format!("sqlite://{}", root.join(file).display())
-        }
-        Some(url) => url.to_string(),
-    };
-    let retention = spec
-        .retention
-        .as_ref()
-        .map_or(DEFAULT_RETENTION, |d| d.get());
-    Ok((url, retention))
+pub(crate) async fn open_configured_store(config: Option<&Path>) -> anyhow::Result<Arc<dyn Store>> {
+    let daemon = app::daemon_config(config)?;
+    app::open_store_without_tokens(&daemon).await
 }

@@ -3,8 +3,8 @@
 //! Never changes the tag of a field an import uses (the store refuses it); labels always
 //! remain editable.
 
-use crate::cli::Cli;
-use crate::commands::contacts::{OutputFormat, open_configured_store, runtime};
+use crate::app;
+use crate::commands::contacts::{OutputFormat, open_configured_store};
 use crate::model::CustomFieldType;
 use crate::store::{CustomField, FieldChange};
 
@@ -61,9 +61,9 @@ fn parse_field_type(text: &str) -> Result<CustomFieldType, String> {
 }
 
 /// Runs `fields`.
-pub fn execute(cli: &Cli, args: &FieldsArgs) -> anyhow::Result<i32> {
-    runtime()?.block_on(async {
-        let store = open_configured_store(cli).await?;
+pub fn execute(config: Option<&std::path::Path>, args: &FieldsArgs) -> anyhow::Result<i32> {
+    app::small_runtime()?.block_on(async {
+        let store = open_configured_store(config).await?;
         match &args.command {
             FieldsCommand::List { format } => {
                 let fields = store.fields().await?;

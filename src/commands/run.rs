@@ -1,25 +1,32 @@
-//! `tributary run <importer> [--dry-run]`: run one importer now, in this process.
+//! `tributary run <importer> [--dry-run]`: run one importer now.
+//!
+//! When a daemon serves the same store (found through `listen`), the run is handed to
+//! it: the daemon queues it under its concurrency limit, runs it, and answers with the
+//! result, and this command exits with the codes an in-process run has (0, 1, 75, 78).
+//! Otherwise, and always for `--dry-run`, the run happens here, under the importer's
+//! lease, so it never overlaps a daemon's run of the same importer.
 //!
 //! Prints a summary on stdout and, on a terminal, live progress on stderr. A dry run
 //! prints the request it sent (secrets masked) and the contacts and custom values it
-//! would write, and writes nothing. There is no daemon to hand the run to yet: the run
-//! always happens here, under the importer's lease, so it never overlaps a daemon's run.
+//! would write, and writes nothing.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context as _;
-
-use crate::config::load::{load_plan, locate_config};
+use crate::app::{self, exit};
+use crate::daemon::http::Health;
+use crate::daemon::scheduler::{RunReport, RunRequest};
 use crate::duration::IsoDuration;
 use crate::engine::{DryRun, Progress, ProgressFn, RunError, RunOptions, RunSummary, run_importer};
-use crate::model::{FieldValue, SubscriptionMeaning};
-use crate::store::{KeySource, RunOutcome, StoreOptions};
+use crate::model::FieldValue;
+use crate::plan::Plan;
+use crate::store::{RunCounts, RunOutcome};
 
 /// Exit code when the configuration is invalid (`EX_CONFIG`).
-pub const EXIT_CONFIG: i32 = 78;
+pub const EXIT_CONFIG: i32 = exit::CONFIG;
 /// Exit code when another run holds the importer's lease (`EX_TEMPFAIL`).
-pub const EXIT_BUSY: i32 = 75;
+pub const EXIT_BUSY: i32 = exit::BUSY;
 
 /// Arguments of `run`.
 #[derive(Debug, clap::Args)]
@@ -40,29 +47,23 @@ pub struct RunArgs {
     /// Start a new full pass now (everyone, no updated-since), dropping a saved position.
     #[arg(long)]
     pub full_refresh: bool,
+    /// Run in this process even when a daemon serves the store.
+    #[arg(long)]
+    pub here: bool,
 }
 
 /// Runs `run`.
-pub fn execute(cli: &crate::cli::Cli, args: &RunArgs) -> anyhow::Result<i32> {
-    // Warnings (skipped records, retries) go to stderr; `RUST_LOG` says more.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("tributary=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
-    let config = locate_config(cli.config.as_deref());
-    let plan = match load_plan(&config) {
+pub fn execute(config: Option<&std::path::Path>, args: &RunArgs) -> anyhow::Result<i32> {
+    let path = app::config_path(config);
+    let plan = match app::load_strict(&path) {
         Ok(plan) => plan,
         Err(diagnostics) => {
-            for d in &diagnostics {
-                eprintln!("{d}");
-            }
-            return Ok(EXIT_CONFIG);
+            app::print_diagnostics(&diagnostics);
+            return Ok(exit::CONFIG);
         }
     };
+    // Warnings (skipped records, retries) go to stderr; `RUST_LOG` says more.
+    app::init_logging(crate::plan::LogFormat::Text, "warn");
     let Some(importer) = plan.importers.get(&args.importer).cloned() else {
         let known: Vec<&str> = plan.importers.keys().map(String::as_str).collect();
         anyhow::bail!(
@@ -76,21 +77,13 @@ pub fn execute(cli: &crate::cli::Cli, args: &RunArgs) -> anyhow::Result<i32> {
             }
         );
     };
-    let encryption_key = match &plan.daemon.encryption_key {
-        Some(reference) => Some(KeySource::Bytes(
-            crate::secret::resolve(reference)
-                .context("reading `encryption_key`")?
-                .expose()
-                .as_bytes()
-                .to_vec(),
-        )),
-        None => None,
-    };
-    let store_options = StoreOptions {
-        encryption_key,
-        retention: plan.daemon.retention,
-        ..StoreOptions::default()
-    };
+    let runtime = app::import_runtime()?;
+    if !args.dry_run && !args.here {
+        let handed = runtime.block_on(hand_to_daemon(&plan, args))?;
+        if let Some(report) = handed {
+            return print_report(&report);
+        }
+    }
     let progress: Option<ProgressFn> = if std::io::stderr().is_terminal() && !args.dry_run {
         Some(Arc::new(|p: &Progress| {
             let rate = p.fetched as f64 / p.elapsed.as_secs_f64().max(0.001);
@@ -113,18 +106,11 @@ pub fn execute(cli: &crate::cli::Cli, args: &RunArgs) -> anyhow::Result<i32> {
         lease_wait: args.wait.as_ref().map(IsoDuration::get).unwrap_or_default(),
         full_refresh: args.full_refresh,
         progress,
+        limits: plan.daemon.limits,
+        ..RunOptions::default()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     let result = runtime.block_on(async {
-        let store = crate::store::open(&plan.daemon.store_url, store_options)
-            .await
-            .with_context(|| {
-                format!("opening the store `{}`", redact_url(&plan.daemon.store_url))
-            })?;
+        let store = app::open_store(&plan.daemon).await?;
         let result = run_importer(importer, Arc::clone(&store), options).await;
         store.close().await;
         anyhow::Ok(result)
@@ -139,58 +125,108 @@ pub fn execute(cli: &crate::cli::Cli, args: &RunArgs) -> anyhow::Result<i32> {
                 print_dry_run(&mut out, dry)?;
             }
             print_summary(&mut out, &summary)?;
-            Ok(0)
+            Ok(exit::OK)
         }
         Err(RunError::Busy { importer }) => {
             eprintln!(
                 "error: importer `{importer}` is being run by another process; nothing was done (use --wait PT5M to wait for it)"
             );
-            Ok(EXIT_BUSY)
+            Ok(exit::BUSY)
         }
         Err(error) => {
             eprintln!("error: {error}");
-            Ok(1)
+            Ok(exit::FAILURE)
         }
     }
 }
 
-/// A store URL without its password, for messages.
-fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("****"));
-            parsed.to_string()
-        }
-        _ => url.to_string(),
+/// Asks a daemon serving the same store to run the importer, if one answers at
+/// `listen`; `None` when there is none (then the run happens here).
+async fn hand_to_daemon(plan: &Plan, args: &RunArgs) -> anyhow::Result<Option<RunReport>> {
+    let base = format!("http://{}", plan.daemon.listen);
+    let probe = reqwest::Client::builder()
+        .timeout(Duration::from_millis(1500))
+        .build()?;
+    let health: Health = match probe.get(format!("{base}/healthz")).send().await {
+        Ok(response) if response.status().is_success() => match response.json().await {
+            Ok(health) => health,
+            Err(_) => return Ok(None),
+        },
+        _ => return Ok(None),
+    };
+    // Another daemon on that port (another config, another store) is not ours to ask.
+    if health.store != crate::store::masked_url(&plan.daemon.store_url) {
+        return Ok(None);
     }
+    let request = RunRequest {
+        full_refresh: args.full_refresh,
+        wait_seconds: args
+            .wait
+            .as_ref()
+            .map(|w| w.get().as_secs_f64())
+            .unwrap_or_default(),
+    };
+    let client = reqwest::Client::new();
+    let mut post = client
+        .post(format!("{base}/importers/{}/run", args.importer))
+        .json(&request);
+    if let Some(reference) = &plan.daemon.control_token {
+        let token = crate::secret::resolve(reference)
+            .map_err(|e| anyhow::anyhow!("`control_token`: {e}"))?;
+        post = post.bearer_auth(token.expose());
+    }
+    eprintln!(
+        "handing the run to the daemon at {} (pid {})",
+        plan.daemon.listen, health.pid
+    );
+    let response = post.send().await.map_err(|e| {
+        anyhow::anyhow!(
+            "the daemon at {} stopped answering: {e}",
+            plan.daemon.listen
+        )
+    })?;
+    if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+        anyhow::bail!("the daemon refused the request: `control_token` does not match");
+    }
+    Ok(Some(response.json().await?))
 }
 
-fn print_summary(out: &mut impl Write, s: &RunSummary) -> std::io::Result<()> {
-    let outcome = match (s.dry_run.is_some(), s.outcome) {
+fn print_report(report: &RunReport) -> anyhow::Result<i32> {
+    if let Some(error) = &report.error {
+        eprintln!("error: {error}");
+    }
+    if let Some(outcome) = report.outcome
+        && outcome != RunOutcome::Failed
+    {
+        let mut out = std::io::stdout().lock();
+        let pass = report.pass.as_deref().unwrap_or("?").replace('_', " ");
+        writeln!(
+            out,
+            "importer {}: {} ({pass} pass{}, run by the daemon)",
+            report.importer,
+            outcome_text(false, outcome),
+            if report.resumed { ", resumed" } else { "" }
+        )?;
+        print_counts(&mut out, &report.counts, report.duration_seconds)?;
+    }
+    Ok(report.exit_code)
+}
+
+fn outcome_text(dry_run: bool, outcome: RunOutcome) -> &'static str {
+    match (dry_run, outcome) {
         (true, _) => "dry run, nothing written",
         (false, RunOutcome::Completed) => "pass complete",
         (false, RunOutcome::Partial) => "page budget spent, the next run continues",
         (false, RunOutcome::Failed) => "failed",
         (false, RunOutcome::Cancelled) => "cancelled",
-    };
-    let c = &s.counts;
-    writeln!(
-        out,
-        "importer {}: {outcome} ({:?} pass{})",
-        s.importer,
-        s.pass,
-        if s.resumed { ", resumed" } else { "" }
-    )?;
+    }
+}
+
+fn print_counts(out: &mut impl Write, c: &RunCounts, seconds: f64) -> std::io::Result<()> {
     writeln!(
         out,
         "pages {}, fetched {}, created {}, updated {}, unchanged {}, skipped {}, duration {:.2}s",
-        c.pages,
-        c.fetched,
-        c.created,
-        c.updated,
-        c.unchanged,
-        c.skipped,
-        s.duration.as_secs_f64()
+        c.pages, c.fetched, c.created, c.updated, c.unchanged, c.skipped, seconds
     )?;
     if c.field_failures > 0 || c.deleted > 0 {
         writeln!(
@@ -200,6 +236,18 @@ fn print_summary(out: &mut impl Write, s: &RunSummary) -> std::io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+fn print_summary(out: &mut impl Write, s: &RunSummary) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "importer {}: {} ({} pass{})",
+        s.importer,
+        outcome_text(s.dry_run.is_some(), s.outcome),
+        s.pass.as_str().replace('_', " "),
+        if s.resumed { ", resumed" } else { "" }
+    )?;
+    print_counts(out, &s.counts, s.duration.as_secs_f64())
 }
 
 fn print_dry_run(out: &mut impl Write, dry: &DryRun) -> std::io::Result<()> {
@@ -228,11 +276,7 @@ fn print_dry_run(out: &mut impl Write, dry: &DryRun) -> std::io::Result<()> {
             writeln!(out, "    updated_at: {}", t.to_rfc3339())?;
         }
         if let Some(status) = contact.service_status {
-            let status = match status {
-                SubscriptionMeaning::Unsubscribed => "unsubscribed",
-                SubscriptionMeaning::Bounced => "bounced",
-            };
-            writeln!(out, "    subscription: {status}")?;
+            writeln!(out, "    subscription: {}", status.as_str())?;
         }
         for value in &contact.custom_values {
             let tag = dry

@@ -20,7 +20,7 @@ pub struct SchemaArgs {
 }
 
 /// Runs `schema`. Printing gives one JSON object keyed by file name.
-pub fn execute(_cli: &crate::cli::Cli, args: &SchemaArgs) -> anyhow::Result<i32> {
+pub fn execute(args: &SchemaArgs) -> anyhow::Result<i32> {
     if args.markdown {
         print!("{}", schema::reference_markdown());
         return Ok(0);

@@ -35,8 +35,8 @@ pub struct ValidateArgs {
 }
 
 /// Runs `validate`.
-pub fn execute(cli: &crate::cli::Cli, args: &ValidateArgs) -> anyhow::Result<i32> {
-    let config = locate_config(cli.config.as_deref());
+pub fn execute(config: Option<&std::path::Path>, args: &ValidateArgs) -> anyhow::Result<i32> {
+    let config = locate_config(config);
     let report = load(
         &config,
         LoadOptions {

@@ -5,11 +5,20 @@
 //! Never guesses: a path that is not in the file falls back to its longest present
 //! prefix (the block where the key is missing), and a file that does not parse gives
 //! `None`.
+//!
+//! The same walk ([`scan`]) is the reader's first look at a file: it refuses nesting
+//! deeper than [`MAX_DEPTH`] before any recursive parser sees it, finds keys given twice
+//! in one mapping (serde would silently keep the last), and reads `spec_version`.
 
 use std::collections::HashMap;
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
+
+/// The deepest nesting of mappings and lists a file may have. Real files nest about
+/// eight levels (a JSON request body a few more); a recursive parser given thousands
+/// overflows its stack.
+pub const MAX_DEPTH: usize = 64;
 
 /// Key path -> 1-based (line, column) of the key (mapping entries) or of the item
 /// (sequence entries). The root is the empty path.
@@ -19,11 +28,12 @@ pub struct Locator {
 }
 
 enum Frame {
-    /// In a mapping: the path of the mapping, and the key just read (waiting for its
-    /// value) if any.
+    /// In a mapping: the path of the mapping, the key just read (waiting for its value)
+    /// if any, and where each key was written.
     Map {
         path: String,
         pending_key: Option<String>,
+        keys: HashMap<String, (usize, usize)>,
     },
     /// In a sequence: the path and the next index.
     Seq { path: String, next: usize },
@@ -32,6 +42,44 @@ enum Frame {
 struct Receiver {
     stack: Vec<Frame>,
     positions: HashMap<String, (usize, usize)>,
+    duplicates: Vec<DuplicateKey>,
+    spec_version: Option<String>,
+}
+
+/// A key written twice in one mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuplicateKey {
+    /// Key path of the repeated key.
+    pub path: String,
+    /// Where it was first written.
+    pub first: (usize, usize),
+    /// Where it was written again.
+    pub again: (usize, usize),
+}
+
+/// What the first walk over a file found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Key path -> position.
+    pub locator: Locator,
+    /// Keys written twice in one mapping, in file order.
+    pub duplicates: Vec<DuplicateKey>,
+    /// The root `spec_version` value, as written.
+    pub spec_version: Option<String>,
+}
+
+/// Why a file could not be walked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanError {
+    /// Not YAML: the parser's message and where.
+    Syntax {
+        /// What the parser says.
+        message: String,
+        /// 1-based line and column.
+        position: (usize, usize),
+    },
+    /// Mappings and lists nested deeper than [`MAX_DEPTH`], where it went too deep.
+    TooDeep((usize, usize)),
 }
 
 fn position(mark: &Marker) -> (usize, usize) {
@@ -43,9 +91,9 @@ impl Receiver {
     fn value_path(&mut self, mark: Option<&Marker>) -> Option<String> {
         match self.stack.last_mut() {
             None => Some(String::new()),
-            Some(Frame::Map { path, pending_key }) => {
-                pending_key.take().map(|key| join(path, &key))
-            }
+            Some(Frame::Map {
+                path, pending_key, ..
+            }) => pending_key.take().map(|key| join(path, &key)),
             Some(Frame::Seq { path, next }) => {
                 let item = format!("{path}[{next}]");
                 *next += 1;
@@ -70,7 +118,11 @@ impl MarkedEventReceiver for Receiver {
     fn on_event(&mut self, event: Event, mark: Marker) {
         match event {
             Event::Scalar(text, ..) => {
-                if let Some(Frame::Map { path, pending_key }) = self.stack.last_mut()
+                if let Some(Frame::Map {
+                    path,
+                    pending_key,
+                    keys,
+                }) = self.stack.last_mut()
                     && pending_key.is_none()
                 {
                     let key_path = join(path, &text);
@@ -79,11 +131,24 @@ impl MarkedEventReceiver for Receiver {
                     self.positions
                         .entry(path.clone())
                         .or_insert(position(&mark));
-                    self.positions.entry(key_path).or_insert(position(&mark));
+                    self.positions
+                        .entry(key_path.clone())
+                        .or_insert(position(&mark));
+                    if let Some(first) = keys.get(&text) {
+                        self.duplicates.push(DuplicateKey {
+                            path: key_path,
+                            first: *first,
+                            again: position(&mark),
+                        });
+                    } else {
+                        keys.insert(text.clone(), position(&mark));
+                    }
                     *pending_key = Some(text);
                     return;
                 }
-                let _ = self.value_path(Some(&mark));
+                if self.value_path(Some(&mark)).as_deref() == Some("spec_version") {
+                    self.spec_version = Some(text);
+                }
             }
             Event::Alias(_) => {
                 let _ = self.value_path(Some(&mark));
@@ -93,6 +158,7 @@ impl MarkedEventReceiver for Receiver {
                 self.stack.push(Frame::Map {
                     path,
                     pending_key: None,
+                    keys: HashMap::new(),
                 });
             }
             Event::SequenceStart(..) => {
@@ -110,20 +176,57 @@ impl MarkedEventReceiver for Receiver {
     }
 }
 
+/// Walks `text` once, event by event, stopping at the first syntax error or at nesting
+/// deeper than [`MAX_DEPTH`] (without recursion, so any depth is safe to refuse).
+///
+/// # Errors
+/// [`ScanError`] with the position where the walk stopped.
+pub fn scan(text: &str) -> Result<Scan, ScanError> {
+    let mut receiver = Receiver {
+        stack: Vec::new(),
+        positions: HashMap::new(),
+        duplicates: Vec::new(),
+        spec_version: None,
+    };
+    let mut parser = Parser::new_from_str(text);
+    loop {
+        let (event, mark) = parser.next_token().map_err(|error| {
+            // The scanner reads ahead and stops flow nesting (`[[[...`) at 255 levels
+            // before the events reach MAX_DEPTH: the same problem, said the same way.
+            if error.info() == "recursion limit exceeded" {
+                ScanError::TooDeep(position(error.marker()))
+            } else {
+                ScanError::Syntax {
+                    message: error.info().to_string(),
+                    position: position(error.marker()),
+                }
+            }
+        })?;
+        match event {
+            Event::StreamEnd => break,
+            // Only the first document is read, as serde does.
+            Event::DocumentEnd => break,
+            Event::MappingStart(..) | Event::SequenceStart(..)
+                if receiver.stack.len() >= MAX_DEPTH =>
+            {
+                return Err(ScanError::TooDeep(position(&mark)));
+            }
+            event => receiver.on_event(event, mark),
+        }
+    }
+    Ok(Scan {
+        locator: Locator {
+            positions: receiver.positions,
+        },
+        duplicates: receiver.duplicates,
+        spec_version: receiver.spec_version,
+    })
+}
+
 impl Locator {
     /// Reads `text`; a file that does not parse gives an empty locator.
     pub fn new(text: &str) -> Locator {
-        let mut receiver = Receiver {
-            stack: Vec::new(),
-            positions: HashMap::new(),
-        };
-        let mut parser = Parser::new_from_str(text);
-        if parser.load(&mut receiver, false).is_err() {
-            return Locator::default();
-        }
-        Locator {
-            positions: receiver.positions,
-        }
+        scan(text).map(|scan| scan.locator).unwrap_or_default()
     }
 
     /// The exact position of `path`, if it was written.
@@ -191,6 +294,34 @@ contacts:
         assert_eq!(l.exact("contacts.fields.email[1]"), Some((11, 18)));
         assert_eq!(l.exact("contacts.custom_fields[0]"), Some((13, 7)));
         assert_eq!(l.exact("contacts.custom_fields[0].path"), Some((14, 7)));
+    }
+
+    #[test]
+    fn the_walk_finds_keys_given_twice_and_refuses_deep_nesting() {
+        let walked =
+            scan("spec_version: 1\na:\n  b: 1\n  c: 2\n  b: 3\nquery: {x: 1, x: 2}\n").unwrap();
+        assert_eq!(walked.spec_version.as_deref(), Some("1"));
+        assert_eq!(
+            walked.duplicates,
+            [
+                DuplicateKey {
+                    path: "a.b".into(),
+                    first: (3, 3),
+                    again: (5, 3)
+                },
+                DuplicateKey {
+                    path: "query.x".into(),
+                    first: (6, 9),
+                    again: (6, 15)
+                }
+            ]
+        );
+        let deep = format!("a: {}1{}\n", "[".repeat(200), "]".repeat(200));
+        assert_eq!(scan(&deep).unwrap_err(), ScanError::TooDeep((1, 67)));
+        assert!(matches!(
+            scan(&"- ".repeat(100_000)),
+            Err(ScanError::TooDeep(_))
+        ));
     }
 
     #[test]

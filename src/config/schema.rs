@@ -221,6 +221,17 @@ impl<'a> Walker<'a, '_> {
             }
             return;
         }
+        // One mapping or a list of them (`contacts.subscription`): the mapping's keys,
+        // which each entry of the list has too.
+        if let Some(options) = resolved.get("anyOf").and_then(Value::as_array)
+            && let Some(object) = options
+                .iter()
+                .map(|o| self.resolve(o))
+                .find(|o| o.get("properties").is_some())
+        {
+            self.object(object, path, depth + 1, false);
+            return;
+        }
         if let Some(items) = resolved.get("items") {
             let inner = self.resolve(items);
             if inner.get("properties").is_some() {

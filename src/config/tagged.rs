@@ -1,31 +1,29 @@
 //! Streaming deserializers for the spec's tagged blocks (`type:`, `mode:`, `at:`) and
-//! single-key blocks (`{env: NAME}`, `{json: ...}`).
+//! single-key blocks (`{env: NAME}`, `{json: ...}`), and the two macros that declare
+//! those enums in `spec.rs`, so that each variant's name and fields are written once.
 //!
 //! serde's derived `#[serde(tag = ...)]` and `#[serde(flatten)]` buffer the whole map
 //! first, and with `serde_yaml` an error inside comes back with no key path and a bogus
-//! `1:1` position. These impls read the tag as the first key and hand the *same* map to
-//! the variant's own struct, so each error keeps its key and line. The YAML surface and
-//! the public Rust shapes stay those of `spec.rs`; the derived `Serialize` and
-//! `JsonSchema` (which read the same serde attributes) still describe them.
+//! `1:1` position. [`tagged_enum!`] reads the tag as the first key and hands the *same*
+//! map to the variant's own struct (a plain derived `Deserialize` denying unknown keys),
+//! so each error keeps its key and line; the derived `Serialize` and `JsonSchema` of the
+//! declared enum describe the same YAML surface.
 //!
-//! Everything here only shapes data: no validation beyond what serde does.
+//! Everything here only shapes data: no validation beyond what serde does. Never imports
+//! `spec` (which uses these macros).
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
-use crate::config::spec::{
-    ApiKeyLocation, AuthSpec, BodySpec, ClientAuth, FilterApply, FilterOp, PageCommon,
-    PaginationSpec, RequestSpec, SecretRef, StopRule, SyncSpec,
-};
-use crate::duration::IsoDuration;
+use crate::secret::SecretRef;
 
 /// Reads a variant name (a tag's value, or the key of a single-key block) and refuses
 /// unknown ones while the deserializer still points at it, so the error carries that
 /// key path and position.
-struct VariantSeed(&'static [&'static str]);
+#[doc(hidden)]
+pub struct VariantSeed(pub &'static [&'static str]);
 
 impl<'de> DeserializeSeed<'de> for VariantSeed {
     type Value = String;
@@ -40,18 +38,58 @@ impl<'de> DeserializeSeed<'de> for VariantSeed {
     }
 }
 
-/// Implements `Deserialize` for a tagged enum: `tag` must be the first key; each variant
-/// name maps to a body struct (denying unknown keys) convertible into the enum.
-macro_rules! type_tagged {
-    ($enum:ty, tag = $tag:literal, { $($name:literal => $body:ty),+ $(,)? }) => {
-        impl<'de> serde::Deserialize<'de> for $enum {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                const VARIANTS: &[&str] = &[$($name),+];
-                struct TaggedVisitor;
-                impl<'de> Visitor<'de> for TaggedVisitor {
-                    type Value = $enum;
+/// Reads the tag, which must be the first key of the block, and checks its value.
+#[doc(hidden)]
+pub fn read_tag<'de, A: MapAccess<'de>>(
+    map: &mut A,
+    tag: &'static str,
+    variants: &'static [&'static str],
+) -> Result<String, A::Error> {
+    match map.next_key::<String>()?.as_deref() {
+        Some(key) if key == tag => {}
+        Some(other) => {
+            return Err(de::Error::custom(format!(
+                "`{tag}` must be the first key of this block (found `{other}` first)"
+            )));
+        }
+        None => return Err(de::Error::missing_field(tag)),
+    }
+    map.next_value_seed(VariantSeed(variants))
+}
 
-                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+/// Declares an enum tagged by a key (`type: cursor`) whose variants each wrap a struct
+/// (deriving `Deserialize` with `deny_unknown_fields`) holding the variant's keys. The
+/// enum gets `Serialize` and `JsonSchema` (internally tagged), a streaming `Deserialize`
+/// that keeps positions, and `<&str>::from(&value)` giving the variant's name.
+macro_rules! tagged_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident (tag = $tag:literal) {
+            $( $(#[$vmeta:meta])* $key:literal => $variant:ident($body:ty) ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema, strum::IntoStaticStr)]
+        #[serde(tag = $tag)]
+        // A spec is read once per file and compiled away: variant sizes do not matter.
+        #[allow(clippy::large_enum_variant)]
+        $vis enum $name {
+            $(
+                $(#[$vmeta])*
+                #[serde(rename = $key)]
+                #[strum(serialize = $key)]
+                $variant($body),
+            )+
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                const VARIANTS: &[&str] = &[$($key),+];
+                struct TaggedVisitor;
+                impl<'de> serde::de::Visitor<'de> for TaggedVisitor {
+                    type Value = $name;
+
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                         write!(
                             f,
                             "a mapping whose first key is `{}` (one of {})",
@@ -60,22 +98,16 @@ macro_rules! type_tagged {
                         )
                     }
 
-                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<$enum, A::Error> {
-                        match map.next_key::<String>()?.as_deref() {
-                            Some($tag) => {}
-                            Some(other) => {
-                                return Err(de::Error::custom(format!(
-                                    "`{}` must be the first key of this block (found `{other}` first)",
-                                    $tag
-                                )));
-                            }
-                            None => return Err(de::Error::missing_field($tag)),
-                        }
-                        let kind = map.next_value_seed(VariantSeed(VARIANTS))?;
-                        let rest = de::value::MapAccessDeserializer::new(map);
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        mut map: A,
+                    ) -> Result<$name, A::Error> {
+                        let kind = $crate::config::tagged::read_tag(&mut map, $tag, VARIANTS)?;
+                        let rest = serde::de::value::MapAccessDeserializer::new(map);
                         match kind.as_str() {
-                            $($name => <$body>::deserialize(rest).map(Into::into),)+
-                            other => Err(de::Error::unknown_variant(other, VARIANTS)),
+                            $($key => <$body as serde::Deserialize>::deserialize(rest)
+                                .map($name::$variant),)+
+                            other => Err(serde::de::Error::unknown_variant(other, VARIANTS)),
                         }
                     }
                 }
@@ -84,177 +116,58 @@ macro_rules! type_tagged {
         }
     };
 }
+pub(crate) use tagged_enum;
 
-/// Declares a variant's body struct (same keys, unknown keys denied) and its conversion
-/// into the enum variant.
-macro_rules! variant_body {
-    ($body:ident => $enum:ident :: $variant:ident { $( $(#[$attr:meta])* $field:ident : $ty:ty ),* $(,)? }) => {
-        #[derive(Deserialize)]
+/// Declares an enum written as a mapping of exactly one key, the variant's name
+/// (`{json: ...}`), each variant holding that key's value.
+macro_rules! single_key_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident (what = $what:literal, expecting = $expecting:literal) {
+            $( $(#[$vmeta:meta])* $key:literal => $variant:ident($body:ty) ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
         #[serde(deny_unknown_fields)]
-        struct $body {
-            $( $(#[$attr])* $field: $ty, )*
+        $vis enum $name {
+            $( $(#[$vmeta])* #[serde(rename = $key)] $variant($body), )+
         }
 
-        impl From<$body> for $enum {
-            fn from(body: $body) -> $enum {
-                let _ = &body;
-                $enum::$variant { $( $field: body.$field, )* }
-            }
-        }
-    };
-}
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                const NAMES: &[&str] = &[$($key),+];
+                struct SingleKeyVisitor;
+                impl<'de> serde::de::Visitor<'de> for SingleKeyVisitor {
+                    type Value = $name;
 
-// --- auth -------------------------------------------------------------------------------
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str($expecting)
+                    }
 
-variant_body!(AuthNone => AuthSpec::None {});
-variant_body!(AuthApiKey => AuthSpec::ApiKey {
-    #[serde(rename = "in")]
-    location: ApiKeyLocation,
-    name: String,
-    value: String,
-});
-variant_body!(AuthBearer => AuthSpec::Bearer { token: String });
-variant_body!(AuthBasic => AuthSpec::Basic {
-    username: String,
-    #[serde(default)]
-    password: Option<String>,
-});
-variant_body!(AuthOauth2 => AuthSpec::Oauth2 {
-    token_url: String,
-    client_id: String,
-    client_secret: String,
-    refresh_token: String,
-    #[serde(default)]
-    client_auth: Option<ClientAuth>,
-    #[serde(default)]
-    scopes: Vec<String>,
-    #[serde(default)]
-    rotates_refresh_token: bool,
-});
-variant_body!(AuthSession => AuthSpec::Session {
-    login: RequestSpec,
-    token: String,
-    #[serde(default)]
-    ttl: Option<IsoDuration>,
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
-    #[serde(default)]
-    query: BTreeMap<String, String>,
-});
-variant_body!(AuthHeader => AuthSpec::Header {
-    headers: BTreeMap<String, String>,
-});
-
-type_tagged!(AuthSpec, tag = "type", {
-    "none" => AuthNone,
-    "api_key" => AuthApiKey,
-    "bearer" => AuthBearer,
-    "basic" => AuthBasic,
-    "oauth2" => AuthOauth2,
-    "session" => AuthSession,
-    "header" => AuthHeader,
-});
-
-// --- pagination -------------------------------------------------------------------------
-
-/// Declares a pagination body: its own keys plus `PageCommon`'s, inlined (no `flatten`,
-/// which would buffer the map and lose positions).
-macro_rules! page_body {
-    ($body:ident => $variant:ident { $( $(#[$attr:meta])* $field:ident : $ty:ty ),* $(,)? }) => {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct $body {
-            $( $(#[$attr])* $field: $ty, )*
-            #[serde(default)]
-            stop: Vec<StopRule>,
-            #[serde(default)]
-            has_more: Option<String>,
-            #[serde(default)]
-            total: Option<String>,
-            #[serde(default)]
-            total_pages: Option<String>,
-            #[serde(default)]
-            max_pages: Option<u64>,
-        }
-
-        impl From<$body> for PaginationSpec {
-            fn from(body: $body) -> PaginationSpec {
-                PaginationSpec::$variant {
-                    $( $field: body.$field, )*
-                    common: PageCommon {
-                        stop: body.stop,
-                        has_more: body.has_more,
-                        total: body.total,
-                        total_pages: body.total_pages,
-                        max_pages: body.max_pages,
-                    },
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        map: A,
+                    ) -> Result<$name, A::Error> {
+                        $crate::config::tagged::single_key(map, NAMES, $what, |name, map| {
+                            match name {
+                                $($key => map.next_value::<$body>().map($name::$variant),)+
+                                other => Err(serde::de::Error::unknown_variant(other, NAMES)),
+                            }
+                        })
+                    }
                 }
+                deserializer.deserialize_map(SingleKeyVisitor)
             }
         }
     };
 }
-
-variant_body!(PageNone => PaginationSpec::None {});
-page_body!(PagePageNumber => PageNumber {
-    #[serde(default)]
-    start: Option<u64>,
-});
-page_body!(PageOffset => Offset {
-    #[serde(default)]
-    start: Option<u64>,
-});
-page_body!(PageCursor => Cursor { cursor: String });
-page_body!(PageNextUrl => NextUrl {
-    next_url: String,
-    #[serde(default)]
-    verbatim: Option<bool>,
-});
-page_body!(PageLinkHeader => LinkHeader {});
-page_body!(PageKeyset => Keyset {});
-
-type_tagged!(PaginationSpec, tag = "type", {
-    "none" => PageNone,
-    "page_number" => PagePageNumber,
-    "offset" => PageOffset,
-    "cursor" => PageCursor,
-    "next_url" => PageNextUrl,
-    "link_header" => PageLinkHeader,
-    "keyset" => PageKeyset,
-});
-
-// --- sync and filters -------------------------------------------------------------------
-
-variant_body!(SyncIncremental => SyncSpec::Incremental {
-    #[serde(default)]
-    since_format: Option<String>,
-    #[serde(default)]
-    lookback: Option<IsoDuration>,
-    #[serde(default)]
-    full_refresh_every: Option<IsoDuration>,
-});
-variant_body!(SyncFullRefresh => SyncSpec::FullRefresh {
-    #[serde(default)]
-    every: Option<IsoDuration>,
-});
-
-type_tagged!(SyncSpec, tag = "mode", {
-    "incremental" => SyncIncremental,
-    "full_refresh" => SyncFullRefresh,
-});
-
-variant_body!(ApplyServer => FilterApply::Server {});
-variant_body!(ApplyClient => FilterApply::Client { field: String, op: FilterOp });
-
-type_tagged!(FilterApply, tag = "at", {
-    "server" => ApplyServer,
-    "client" => ApplyClient,
-});
-
-// --- single-key blocks ------------------------------------------------------------------
+pub(crate) use single_key_enum;
 
 /// Reads a mapping of exactly one key, the variant name, and passes its value to
-/// `variant`. A bare scalar gets `scalar_message`.
-fn single_key<'de, A, T>(
+/// `variant`. Used by [`single_key_enum!`] and by [`SecretRef`]'s deserializer.
+#[doc(hidden)]
+pub fn single_key<'de, A, T>(
     mut map: A,
     names: &'static [&'static str],
     what: &str,
@@ -322,34 +235,9 @@ impl<'de> Deserialize<'de> for SecretRef {
     }
 }
 
-impl<'de> Deserialize<'de> for BodySpec {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        const NAMES: &[&str] = &["json", "form", "template"];
-        struct BodyVisitor;
-        impl<'de> Visitor<'de> for BodyVisitor {
-            type Value = BodySpec;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a body: {json: ...}, {form: {...}} or {template: \"...\"}")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<BodySpec, A::Error> {
-                single_key(map, NAMES, "request body", |name, map| {
-                    Ok(match name {
-                        "json" => BodySpec::Json(map.next_value()?),
-                        "form" => BodySpec::Form(map.next_value()?),
-                        _ => BodySpec::Template(map.next_value()?),
-                    })
-                })
-            }
-        }
-        deserializer.deserialize_map(BodyVisitor)
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use crate::config::load::parse_yaml;
+    use crate::config::read::parse_yaml;
     use crate::config::spec::{ImporterSpec, PaginationSpec};
     use std::path::Path;
 
@@ -374,7 +262,7 @@ mod tests {
         let text = "pagination:\n  type: page_number\n  start: two\n";
         assert_eq!(
             error_of::<Holder>(text),
-            "f.yaml:3:10: pagination.start: invalid type: string \"two\", expected u64"
+            "f.yaml:3:10: pagination.start: invalid type: string \"two\", expected a whole number (0 or more)"
         );
         let text = "pagination:\n  type: pages\n";
         assert_eq!(

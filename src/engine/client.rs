@@ -5,11 +5,13 @@
 //! Owns every secret value of a run: credentials are resolved here (never stored in the
 //! plan), tokens are obtained here, and each is registered in the run's [`SecretSet`] so
 //! that nothing leaving the engine carries one. Never knows about pages or records. The
-//! only store call is for tokens the service rotates (`Store::save_token`, encrypted by
-//! the store), because losing a rotated OAuth refresh token loses the importer's access.
+//! only store calls are for OAuth tokens, kept encrypted per account (`Store::save_token`)
+//! and renewed under a short lease row, because a rotated refresh token lost is the
+//! account's access lost, and importers of one account must share one token.
 //!
-//! Retry here is deliberately simple (a few attempts on transport errors, 429 and 5xx,
-//! honouring a short `Retry-After`); engine part 2 owns rate limits and backoff policy.
+//! Every request is retried on 429, 5xx, timeouts and connection errors for a time
+//! budget, with the backoff [`crate::engine::retry`] decides (full jitter, `Retry-After`
+//! as a lower bound, a long wait ending the run as a quota stop).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,18 +21,28 @@ use chrono::Utc;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value, json};
 
+use crate::engine::ratelimit::AccountLimiter;
 use crate::engine::redact::{MASK, SecretSet};
-use crate::plan::{ApiKeyLocation, Auth, Body, ClientAuth, HttpMethod, Importer, Request};
+use crate::engine::retry::{Next, Retrier};
+use crate::engine::rules;
+use crate::plan::{
+    ApiKeyLocation, Auth, Body, ClientAuth, ErrorAction, ErrorRule, HttpMethod, Importer, Limits,
+    Oauth2Grant, Request,
+};
 use crate::secret;
 use crate::store::{Store, StoreError};
 use crate::template::{Escape, Template, context_time};
 
-/// Attempts per request (the first included) before an error is final.
-const ATTEMPTS: u32 = 3;
-/// Longest `Retry-After` honoured here; longer waits are part 2's business.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// How much of a response body an error quotes.
 const BODY_QUOTE: usize = 200;
+/// How long a run waits for another run renewing its account's token.
+const TOKEN_WAIT: Duration = Duration::from_secs(60);
+/// The token lease: longer than one token request with its retries takes in practice,
+/// short enough that a process dying mid-refresh holds nobody up for long.
+const TOKEN_LEASE: Duration = Duration::from_secs(30);
+/// Redirects followed for one request before it fails: enough for a moved endpoint or a
+/// trailing-slash hop, few enough that a loop ends at once.
+const MAX_REDIRECTS: usize = 5;
 
 /// Errors of the HTTP side. Every text is already free of secrets.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +72,34 @@ pub enum ClientError {
         "next URL `{0}` is on another host than the connector's requests; not sending credentials there"
     )]
     ForeignNextUrl(String),
+    /// The service redirected a request to another origin than the one the request was
+    /// allowed to reach. Following it would hand the importer's credentials (a custom
+    /// header, a query key, a session) to whoever the `Location` names, so it is refused.
+    #[error(
+        "{method} {url} answered HTTP {status} redirecting to another origin ({to}); requests may only go to {from}, so the redirect was not followed and no credentials were sent there"
+    )]
+    ForeignRedirect {
+        /// Method.
+        method: String,
+        /// The URL that answered with the redirect, secrets masked.
+        url: String,
+        /// The redirect status.
+        status: u16,
+        /// The origin the request was allowed to reach.
+        from: String,
+        /// The origin the redirect named.
+        to: String,
+    },
+    /// The service kept redirecting, or named a `Location` that is not a URL.
+    #[error("{method} {url}: {message}")]
+    Redirect {
+        /// Method.
+        method: String,
+        /// URL, secrets masked.
+        url: String,
+        /// Why.
+        message: String,
+    },
     /// The request never got an answer.
     #[error("{method} {url}: {message}")]
     Transport {
@@ -90,9 +130,96 @@ pub enum ClientError {
         /// Why, secrets masked.
         message: String,
     },
+    /// A response body longer than `limits.max_response_bytes`: not read further.
+    #[error(
+        "{method} {url}: the response body is larger than {limit} bytes (limits.max_response_bytes in tributary.yaml); it was not read further"
+    )]
+    TooLarge {
+        /// Method.
+        method: String,
+        /// URL, secrets masked.
+        url: String,
+        /// The cap, in bytes.
+        limit: u64,
+    },
+    /// The service refused the credentials themselves (a login or token request
+    /// answered 400, 401 or 403: `invalid_grant`, `invalid_client`, a wrong password).
+    /// Retrying cannot help; the daemon pauses the importer until they change.
+    #[error("authentication ({scheme}) refused: {message}")]
+    CredentialsRefused {
+        /// Scheme type.
+        scheme: &'static str,
+        /// Why, secrets masked.
+        message: String,
+    },
+    /// The service asked to wait longer than a run waits (a daily quota): the run stops
+    /// at its checkpoint and the next one may start at `until`.
+    #[error("{method} {url}: the service asks to wait until {until} (HTTP {status})")]
+    Quota {
+        /// Method.
+        method: String,
+        /// URL, secrets masked.
+        url: String,
+        /// The status that asked for the wait.
+        status: u16,
+        /// When the service accepts requests again.
+        until: chrono::DateTime<Utc>,
+    },
+    /// A response one of the connector's `error_rules` recognised, carrying the rule's
+    /// action: the run restarts its pass or skips the page for those actions, and fails
+    /// with the kind the action names for the others.
+    #[error("{method} {url} answered HTTP {status}: {message}")]
+    Rule {
+        /// The rule's action.
+        action: ErrorAction,
+        /// Method.
+        method: String,
+        /// URL, secrets masked.
+        url: String,
+        /// Status code.
+        status: u16,
+        /// The rule's message and the start of the body, secrets masked.
+        message: String,
+    },
+    /// The token endpoint refused the grant or the client (`invalid_grant`,
+    /// `invalid_client`, `unauthorized_client`): the refresh token was revoked or
+    /// expired, or the client's secret changed. A person must consent again or fix the
+    /// credentials; the daemon pauses the importer until they change.
+    #[error("authentication (oauth2) refused the grant ({code}): {message}")]
+    GrantRefused {
+        /// The OAuth2 error code.
+        code: String,
+        /// Why, secrets masked.
+        message: String,
+    },
+    /// A request kept failing (429, 5xx, timeouts, connection errors) until its retry
+    /// budget was spent.
+    #[error(
+        "{last}; gave up after {attempts} attempts in {seconds:.1} s (limits.retry_budget is {budget_seconds} s)"
+    )]
+    Exhausted {
+        /// The last attempt's error.
+        last: Box<ClientError>,
+        /// Attempts made, the first included.
+        attempts: u32,
+        /// Time spent.
+        seconds: f64,
+        /// The budget, in seconds.
+        budget_seconds: f64,
+    },
     /// Keeping a rotated token failed.
     #[error("keeping a token in the store: {0}")]
     Store(#[from] StoreError),
+}
+
+impl ClientError {
+    /// The error a request ended with, past the retries that led to it.
+    pub fn last(&self) -> &ClientError {
+        match self {
+            ClientError::Exhausted { last, .. } => last.last(),
+            other => other,
+        }
+    }
 }
 
 /// A request ready to send: rendered, not yet authenticated.
@@ -178,6 +305,48 @@ fn withheld_body(response: &Response) -> String {
     )
 }
 
+/// The hash naming an OAuth2 account: the service, the token URL, the client id, the
+/// grant and what identifies the grant's holder (the configured refresh token, the
+/// client secret, or the private key and subject).
+fn account_hash(service: &str, url: &str, id: &str, grant: &str, identity: &str) -> String {
+    let mut hasher = blake3::Hasher::new();
+    for part in [service, url, id, grant, identity] {
+        hasher.update(part.as_bytes());
+        hasher.update(&[0]);
+    }
+    hasher.finalize().to_hex()[..32].to_string()
+}
+
+/// The grant type of RFC 7523's JWT bearer grant.
+const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// Life of a JWT bearer assertion, in seconds.
+const ASSERTION_LIFETIME_SECONDS: i64 = 180;
+
+/// What a JWT bearer assertion is made of, rendered.
+struct JwtClaims {
+    /// PEM RSA private key.
+    key: String,
+    /// Subject, if any.
+    subject: Option<String>,
+    /// Audience.
+    audience: String,
+}
+
+/// An account's token as the store keeps it (encrypted): the token response (`token.*`),
+/// the refresh token to use next, and when to renew it (Unix milliseconds).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct TokenEntry {
+    token: Map<String, Value>,
+    refresh_token: Option<String>,
+    renew_at: Option<i64>,
+}
+
+impl TokenEntry {
+    fn access_token(&self) -> Option<&str> {
+        self.token.get("access_token").and_then(Value::as_str)
+    }
+}
+
 /// The HTTP client of one run of one importer.
 pub struct Client {
     http: reqwest::Client,
@@ -188,6 +357,13 @@ pub struct Client {
     /// When the current access token or session must be renewed; `None`: none yet.
     auth_expires: Option<Instant>,
     auth_ready: bool,
+    /// Longest response body read, retry budget, longest wait (`limits`).
+    limits: Limits,
+    /// The connector's `rate_limit` for this importer's account, shared with every other
+    /// importer on it.
+    limiter: Option<Arc<AccountLimiter>>,
+    /// The access token the service answered 401 to: never taken from the cache again.
+    refused_access: Option<String>,
 }
 
 impl std::fmt::Debug for Client {
@@ -206,12 +382,43 @@ impl Client {
     ///
     /// # Errors
     /// A credential that does not resolve, a client that cannot be built.
-    pub fn new(importer: Arc<Importer>, store: Arc<dyn Store>) -> Result<Self, ClientError> {
+    pub fn new(
+        importer: Arc<Importer>,
+        store: Arc<dyn Store>,
+        limits: Limits,
+    ) -> Result<Self, ClientError> {
+        Self::build(importer, store, limits, None)
+    }
+
+    /// A client for `tributary auth`: as [`Client::new`], except that the credential
+    /// `absent_ok` (the refresh token being obtained) may not resolve yet.
+    ///
+    /// # Errors
+    /// As [`Client::new`].
+    pub fn for_consent(
+        importer: Arc<Importer>,
+        store: Arc<dyn Store>,
+        limits: Limits,
+        absent_ok: &str,
+    ) -> Result<Self, ClientError> {
+        Self::build(importer, store, limits, Some(absent_ok))
+    }
+
+    fn build(
+        importer: Arc<Importer>,
+        store: Arc<dyn Store>,
+        limits: Limits,
+        absent_ok: Option<&str>,
+    ) -> Result<Self, ClientError> {
         let connector = &importer.connector;
         let http = reqwest::Client::builder()
             .connect_timeout(connector.connect_timeout)
             .timeout(connector.request_timeout)
             .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")))
+            // Redirects are followed by `execute`, only within the request's origin: the
+            // default policy would carry custom auth headers and query keys anywhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
             .build()
             .map_err(|e| ClientError::Transport {
                 method: "-".into(),
@@ -221,14 +428,27 @@ impl Client {
         let mut secrets = SecretSet::default();
         let mut credentials = Map::new();
         for (name, reference) in &importer.credentials {
-            let value = secret::resolve(reference).map_err(|e| ClientError::Credential {
-                name: name.clone(),
-                message: e.to_string(),
-            })?;
+            let value = match secret::resolve(reference) {
+                Ok(value) => value.expose().to_string(),
+                Err(_) if absent_ok == Some(name.as_str()) => String::new(),
+                Err(e) => {
+                    return Err(ClientError::Credential {
+                        name: name.clone(),
+                        message: e.to_string(),
+                    });
+                }
+            };
             // Literal values too: "not secret" is the writer's claim, masking costs nothing.
-            secrets.insert(&format!("credentials.{name}"), value.expose());
-            credentials.insert(name.clone(), Value::String(value.expose().to_string()));
+            secrets.insert(&format!("credentials.{name}"), &value);
+            credentials.insert(name.clone(), Value::String(value));
         }
+        let limiter = connector.rate_limit.as_ref().map(|spec| {
+            let pairs: Vec<(&str, &str)> = credentials
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_str().unwrap_or_default()))
+                .collect();
+            AccountLimiter::for_account(&connector.service, spec, &pairs)
+        });
         let mut base = Map::new();
         base.insert("credentials".into(), Value::Object(credentials));
         base.insert("settings".into(), Value::Object(importer.settings.clone()));
@@ -248,6 +468,9 @@ impl Client {
             base,
             auth_expires: None,
             auth_ready: false,
+            limits,
+            limiter,
+            refused_access: None,
         })
     }
 
@@ -491,17 +714,73 @@ impl Client {
     /// Transport errors and error statuses that remain after the retries, auth failures.
     pub async fn send(
         &mut self,
-        build: &dyn Fn(&Client) -> Result<Prepared, ClientError>,
+        build: &(dyn Fn(&Client) -> Result<Prepared, ClientError> + Sync),
     ) -> Result<(Prepared, Response), ClientError> {
         let mut reauthenticated = false;
-        let mut attempt = 0;
+        let mut retrier = Retrier::new(&self.limits);
         loop {
-            attempt += 1;
             self.ensure_auth().await?;
             let mut prepared = build(self)?;
             self.apply_auth(&mut prepared)?;
+            let method = || method_name(prepared.method).to_string();
+            let url = || self.secrets.redact(prepared.url.as_str());
+            let turn = match &self.limiter {
+                Some(limiter) => match limiter.turn(self.limits.max_wait).await {
+                    Ok(turn) => Some(turn),
+                    Err(paused) => {
+                        return Err(ClientError::Quota {
+                            method: method(),
+                            url: url(),
+                            status: paused.status,
+                            until: paused.until,
+                        });
+                    }
+                },
+                None => None,
+            };
             let result = self.execute(&prepared).await;
-            let retry_after = match result {
+            drop(turn);
+            if let (Some(limiter), Ok(response)) = (&self.limiter, &result)
+                && let Some(wait) = limiter.observe(response.status, &response.headers)
+            {
+                tracing::debug!(account = %limiter.account, wait_seconds = wait.as_secs_f64(), "The service's quota headers say none is left; the account waits.");
+            }
+            if let Ok(response) = &result
+                && let Some(rule) = rules::matching(
+                    &self.importer.connector.error_rules,
+                    response.status,
+                    &response.headers,
+                    &response.body,
+                )
+            {
+                let error = ClientError::Rule {
+                    action: rule.action,
+                    method: method(),
+                    url: url(),
+                    status: response.status,
+                    message: self.rule_message(rule, response),
+                };
+                match rule.action {
+                    ErrorAction::Retry => {
+                        let hint = retry_after(&response.headers);
+                        self.wait_before_retry(&mut retrier, error, hint).await?;
+                    }
+                    ErrorAction::RateLimited => {
+                        let hint = self.throttled(response);
+                        self.wait_before_retry(&mut retrier, error, hint).await?;
+                    }
+                    ErrorAction::RefreshAuth if !reauthenticated => {
+                        reauthenticated = true;
+                        self.auth_ready = false;
+                        self.refused_access = self.base["token"]["access_token"]
+                            .as_str()
+                            .map(str::to_string);
+                    }
+                    _ => return Err(error),
+                }
+                continue;
+            }
+            let (error, hint) = match result {
                 Ok(response) if (200..300).contains(&response.status) || response.status == 304 => {
                     return Ok((prepared, response));
                 }
@@ -516,49 +795,217 @@ impl Client {
                     // An access token or session can expire early: renew once.
                     reauthenticated = true;
                     self.auth_ready = false;
-                    attempt -= 1;
-                    Some(Duration::ZERO)
+                    self.refused_access = self.base["token"]["access_token"]
+                        .as_str()
+                        .map(str::to_string);
+                    continue;
                 }
-                Ok(response) if retryable(response.status) && attempt < ATTEMPTS => {
-                    Some(retry_after(&response.headers).unwrap_or_else(|| backoff(attempt)))
+                Ok(response) if retryable(response.status) => {
+                    let hint = if response.status == 429 {
+                        self.throttled(&response)
+                    } else {
+                        retry_after(&response.headers)
+                    };
+                    (
+                        ClientError::Status {
+                            method: method(),
+                            url: url(),
+                            status: response.status,
+                            body: body_start(&response.body, &self.secrets),
+                        },
+                        hint,
+                    )
                 }
                 Ok(response) => {
                     return Err(ClientError::Status {
-                        method: method_name(prepared.method).into(),
-                        url: self.secrets.redact(prepared.url.as_str()),
+                        method: method(),
+                        url: url(),
                         status: response.status,
                         body: body_start(&response.body, &self.secrets),
                     });
                 }
-                Err(message) if attempt < ATTEMPTS => {
-                    tracing::debug!(attempt, error = %message, "Request failed; retrying.");
-                    Some(backoff(attempt))
-                }
-                Err(message) => {
-                    return Err(ClientError::Transport {
-                        method: method_name(prepared.method).into(),
-                        url: self.secrets.redact(prepared.url.as_str()),
+                Err(SendError::Refused(error)) => return Err(error),
+                Err(SendError::Transport(message)) => (
+                    ClientError::Transport {
+                        method: method(),
+                        url: url(),
                         message,
-                    });
-                }
+                    },
+                    None,
+                ),
             };
-            if let Some(wait) = retry_after {
-                tokio::time::sleep(wait.min(MAX_RETRY_AFTER)).await;
-            }
+            self.wait_before_retry(&mut retrier, error, hint).await?;
         }
     }
 
-    async fn execute(&self, prepared: &Prepared) -> Result<Response, String> {
-        let method = match prepared.method {
+    /// The wait a throttled response asks for (its `Retry-After`, or else the connector's
+    /// `rate_limit.reset` header). A throttle applies to the account, not this importer:
+    /// the account's other importers are paused too instead of meeting the same answer.
+    fn throttled(&self, response: &Response) -> Option<Duration> {
+        let hint = retry_after(&response.headers).or_else(|| {
+            self.limiter
+                .as_ref()
+                .and_then(|l| l.reset_wait(&response.headers))
+        });
+        if let (Some(limiter), Some(wait)) = (&self.limiter, hint) {
+            limiter.pause(wait, response.status);
+        }
+        hint
+    }
+
+    /// What an error rule's error says: its message, then the start of the body.
+    fn rule_message(&self, rule: &ErrorRule, response: &Response) -> String {
+        let body = body_start(&response.body, &self.secrets);
+        let action: &str = rule.action.into();
+        match &rule.message {
+            Some(message) => format!(
+                "{} (error rule `{action}`): {body}",
+                self.secrets.redact(message)
+            ),
+            None => format!("recognised by an error rule (`{action}`): {body}"),
+        }
+    }
+
+    /// After a failed attempt that may be retried: sleeps as the retrier decides, or
+    /// ends the request, as a quota stop (the service asks for a wait longer than
+    /// `limits.max_wait`: holding the run and its concurrency slot for it helps nobody)
+    /// or with `error` once the budget is spent.
+    async fn wait_before_retry(
+        &self,
+        retrier: &mut Retrier,
+        error: ClientError,
+        hint: Option<Duration>,
+    ) -> Result<(), ClientError> {
+        match retrier.next(hint) {
+            Next::Wait(wait) => {
+                crate::metrics::retry(&self.importer.connector.id);
+                tracing::debug!(
+                    attempt = retrier.attempts(),
+                    wait_seconds = wait.as_secs_f64(),
+                    error = %error,
+                    "Request failed; retrying."
+                );
+                tokio::time::sleep(wait).await;
+                Ok(())
+            }
+            Next::Quota(wait) => {
+                let until = Utc::now()
+                    + chrono::Duration::from_std(wait)
+                        .unwrap_or_else(|_| chrono::Duration::days(1))
+                        .min(chrono::Duration::days(7));
+                Err(match error {
+                    ClientError::Status {
+                        method,
+                        url,
+                        status,
+                        ..
+                    }
+                    | ClientError::Rule {
+                        method,
+                        url,
+                        status,
+                        ..
+                    } => ClientError::Quota {
+                        method,
+                        url,
+                        status,
+                        until,
+                    },
+                    other => other,
+                })
+            }
+            Next::GiveUp => Err(ClientError::Exhausted {
+                last: Box::new(error),
+                attempts: retrier.attempts(),
+                seconds: retrier.elapsed().as_secs_f64(),
+                budget_seconds: retrier.budget().as_secs_f64(),
+            }),
+        }
+    }
+
+    /// Sends one request, following redirects only within its own origin (every request
+    /// Tributary sends: pages, token requests, logins).
+    ///
+    /// The prepared URL's origin is the one this request was allowed to reach: a page
+    /// request's is the connector's `base_url` origin or its absolute path's, and a next
+    /// URL was checked against those before it got here. A `Location` on another origin
+    /// (another scheme, host or port) fails the request instead of carrying credentials
+    /// there; no `Referer` is ever sent.
+    async fn execute(&self, prepared: &Prepared) -> Result<Response, SendError> {
+        let allowed = prepared.url.origin();
+        let mut url = prepared.url.clone();
+        let mut method = prepared.method;
+        let mut body = prepared.body.as_ref();
+        let mut hops = 0;
+        loop {
+            let response = self.execute_once(prepared, &url, method, body).await?;
+            let Some(location) = redirect_location(&response) else {
+                return Ok(response);
+            };
+            let masked_url = || self.secrets.redact(url.as_str());
+            let target = url.join(&location).map_err(|_| {
+                SendError::Refused(ClientError::Redirect {
+                    method: method_name(method).into(),
+                    url: masked_url(),
+                    message: format!(
+                        "answered HTTP {} with a `Location` that is not a URL: `{}`",
+                        response.status,
+                        self.secrets.redact(&location)
+                    ),
+                })
+            })?;
+            if target.origin() != allowed {
+                return Err(SendError::Refused(ClientError::ForeignRedirect {
+                    method: method_name(method).into(),
+                    url: masked_url(),
+                    status: response.status,
+                    from: self.secrets.redact(&allowed.ascii_serialization()),
+                    to: self.secrets.redact(&target.origin().ascii_serialization()),
+                }));
+            }
+            hops += 1;
+            if hops > MAX_REDIRECTS {
+                return Err(SendError::Refused(ClientError::Redirect {
+                    method: method_name(prepared.method).into(),
+                    url: self.secrets.redact(prepared.url.as_str()),
+                    message: format!("more than {MAX_REDIRECTS} redirects"),
+                }));
+            }
+            // As browsers and reqwest do: 303 always, and 301/302 after a POST, become a
+            // GET without a body; 307 and 308 repeat the request as it was.
+            if response.status == 303 || (method == HttpMethod::Post && response.status <= 302) {
+                method = HttpMethod::Get;
+                body = None;
+            }
+            tracing::debug!(
+                status = response.status,
+                to = %self.secrets.redact(target.as_str()),
+                "Following a redirect within the request's origin."
+            );
+            url = target;
+        }
+    }
+
+    /// One HTTP exchange, no redirect followed.
+    async fn execute_once(
+        &self,
+        prepared: &Prepared,
+        url: &url::Url,
+        method: HttpMethod,
+        body: Option<&PreparedBody>,
+    ) -> Result<Response, SendError> {
+        let transport = |e: String| SendError::Transport(e);
+        let http_method = match method {
             HttpMethod::Get => reqwest::Method::GET,
             HttpMethod::Post => reqwest::Method::POST,
         };
-        let mut builder = self.http.request(method, prepared.url.clone());
+        let mut builder = self.http.request(http_method, url.clone());
         let mut headers = HeaderMap::new();
         for (name, value) in &prepared.headers {
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
+            let name =
+                HeaderName::from_bytes(name.as_bytes()).map_err(|e| transport(e.to_string()))?;
             let value = HeaderValue::from_str(value)
-                .map_err(|_| format!("header `{name}` has an invalid value"))?;
+                .map_err(|_| transport(format!("header `{name}` has an invalid value")))?;
             headers.append(name, value);
         }
         if !headers.contains_key(reqwest::header::ACCEPT) {
@@ -568,7 +1015,7 @@ impl Client {
             );
         }
         builder = builder.headers(headers);
-        builder = match &prepared.body {
+        builder = match body {
             None => builder,
             Some(PreparedBody::Json(v)) => builder.json(v),
             Some(PreparedBody::Form(fields)) => builder.form(fields),
@@ -576,23 +1023,64 @@ impl Client {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(t.clone()),
         };
-        let response = builder
-            .send()
-            .await
-            .map_err(|e| self.secrets.redact(&error_chain(&e)))?;
+        let connector = &self.importer.connector.id;
+        let response = builder.send().await.map_err(|e| {
+            crate::metrics::http_response(connector, None);
+            transport(self.secrets.redact(&error_chain(&e)))
+        })?;
         let status = response.status().as_u16();
-        let url = prepared.url.to_string();
+        crate::metrics::http_response(connector, Some(status));
         let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| self.secrets.redact(&error_chain(&e)))?;
+        let body = self.read_body(response, method, url).await?;
         Ok(Response {
             status,
-            url,
+            url: url.to_string(),
             headers,
-            body: Vec::from(body),
+            body,
         })
+    }
+
+    /// Reads a body chunk by chunk, up to `max_response_bytes`: a declared or streamed
+    /// length past it fails the request at once (never retried: the same page would be
+    /// as long again), so an endless or huge body costs at most the cap in memory.
+    async fn read_body(
+        &self,
+        mut response: reqwest::Response,
+        method: HttpMethod,
+        url: &url::Url,
+    ) -> Result<Vec<u8>, SendError> {
+        let limit = self.limits.max_response_bytes;
+        let too_large = || {
+            SendError::Refused(ClientError::TooLarge {
+                method: method_name(method).into(),
+                url: self.secrets.redact(url.as_str()),
+                limit,
+            })
+        };
+        if response
+            .content_length()
+            .is_some_and(|length| length > limit)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::with_capacity(
+            response
+                .content_length()
+                .unwrap_or(0)
+                .min(limit)
+                .min(1 << 20) as usize,
+        );
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| SendError::Transport(self.secrets.redact(&error_chain(&e))))?
+        {
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     fn auth_ctx(&self) -> Value {
@@ -607,49 +1095,39 @@ impl Client {
         }
         let importer = Arc::clone(&self.importer);
         match importer.auth() {
-            Some(Auth::Oauth2 {
-                token_url,
-                client_id,
-                client_secret,
-                refresh_token,
-                client_auth,
-                scopes,
-                ..
-            }) => {
-                self.oauth_refresh(
-                    token_url,
-                    client_id,
-                    client_secret,
-                    refresh_token,
-                    *client_auth,
-                    scopes,
-                )
-                .await?;
-            }
+            Some(Auth::Oauth2 { .. }) => self.oauth_token().await?,
             Some(Auth::Session {
                 login, token, ttl, ..
             }) => {
                 let (prepared, response) = {
                     let login = login.clone();
                     let prepared = self.prepare(&login, &Map::new())?;
-                    let response =
-                        self.execute(&prepared)
-                            .await
-                            .map_err(|m| ClientError::Auth {
-                                scheme: "session",
-                                message: m,
-                            })?;
+                    let response = self.execute(&prepared).await.map_err(|e| match e {
+                        SendError::Refused(error) => error,
+                        SendError::Transport(message) => ClientError::Auth {
+                            scheme: "session",
+                            message,
+                        },
+                    })?;
                     (prepared, response)
                 };
                 if !(200..300).contains(&response.status) {
-                    return Err(ClientError::Auth {
-                        scheme: "session",
-                        message: format!(
-                            "login at {} answered HTTP {}: {}",
-                            self.secrets.redact(prepared.url.as_str()),
-                            response.status,
-                            body_start(&response.body, &self.secrets)
-                        ),
+                    let message = format!(
+                        "login at {} answered HTTP {}: {}",
+                        self.secrets.redact(prepared.url.as_str()),
+                        response.status,
+                        body_start(&response.body, &self.secrets)
+                    );
+                    return Err(if matches!(response.status, 400 | 401 | 403) {
+                        ClientError::CredentialsRefused {
+                            scheme: "session",
+                            message,
+                        }
+                    } else {
+                        ClientError::Auth {
+                            scheme: "session",
+                            message,
+                        }
                     });
                 }
                 let body: Value =
@@ -691,59 +1169,103 @@ impl Client {
         slot.as_object_mut().expect("token is an object")
     }
 
-    fn oauth_store_key(&self) -> String {
-        format!("oauth2:{}:refresh_token", self.importer.id)
+    /// The authorization URL a person opens to consent (`tributary auth`): the scheme's
+    /// `authorize_url` with the authorization-code request of RFC 6749 4.1 and the PKCE
+    /// challenge of RFC 7636 (S256).
+    ///
+    /// # Errors
+    /// A scheme without `authorize_url`, a template that does not render.
+    pub fn consent_url(
+        &self,
+        redirect_uri: &str,
+        challenge: &str,
+        state: &str,
+    ) -> Result<String, ClientError> {
+        let Some(Auth::Oauth2 {
+            authorize_url: Some(authorize_url),
+            client_id,
+            scopes,
+            ..
+        }) = self.importer.auth()
+        else {
+            return Err(ClientError::Auth {
+                scheme: "oauth2",
+                message: "the importer's auth scheme has no `authorize_url` to consent at".into(),
+            });
+        };
+        let ctx = self.auth_ctx();
+        let base = self.render(authorize_url, &ctx, Escape::None, "oauth2.authorize_url")?;
+        let id = self.render(client_id, &ctx, Escape::None, "oauth2.client_id")?;
+        let mut url = self.parse_url(&base)?;
+        {
+            let mut query = url.query_pairs_mut();
+            query
+                .append_pair("response_type", "code")
+                .append_pair("client_id", &id)
+                .append_pair("redirect_uri", redirect_uri)
+                .append_pair("code_challenge", challenge)
+                .append_pair("code_challenge_method", "S256")
+                .append_pair("state", state);
+            if !scopes.is_empty() {
+                query.append_pair("scope", &scopes.join(" "));
+            }
+        }
+        Ok(url.to_string())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn oauth_refresh(
+    /// Exchanges an authorization code (with its PKCE verifier) for tokens, and returns
+    /// the refresh token. With `keep`, the tokens are also kept in the store as the
+    /// account's, for an importer whose refresh-token reference cannot be written.
+    ///
+    /// # Errors
+    /// The token endpoint refusing, or answering without a refresh token.
+    pub async fn exchange_code(
         &mut self,
-        token_url: &Template,
-        client_id: &Template,
-        client_secret: &Template,
-        refresh_token: &Template,
-        client_auth: ClientAuth,
-        scopes: &[String],
-    ) -> Result<(), ClientError> {
+        code: &str,
+        redirect_uri: &str,
+        verifier: &str,
+        keep: bool,
+    ) -> Result<String, ClientError> {
+        let importer = Arc::clone(&self.importer);
+        let Some(Auth::Oauth2 {
+            token_url,
+            client_id,
+            client_secret,
+            refresh_token,
+            client_auth,
+            ..
+        }) = importer.auth()
+        else {
+            return Err(ClientError::Auth {
+                scheme: "oauth2",
+                message: "the importer's auth scheme is not oauth2".into(),
+            });
+        };
         let ctx = self.auth_ctx();
         let url = self.render(token_url, &ctx, Escape::None, "oauth2.token_url")?;
         let id = self.render(client_id, &ctx, Escape::None, "oauth2.client_id")?;
-        let secret_value =
-            self.render(client_secret, &ctx, Escape::None, "oauth2.client_secret")?;
-        let configured = self.render(refresh_token, &ctx, Escape::None, "oauth2.refresh_token")?;
-        self.secrets.insert("oauth2.client_secret", &secret_value);
-        self.secrets
-            .insert("oauth2.configured_refresh_token", &configured);
-        // A rotated refresh token is used only while the configured one is unchanged: a
-        // person who pastes a new credential after re-consenting must win over the store.
-        let origin = blake3::hash(configured.as_bytes()).to_hex().to_string();
-        let key = self.oauth_store_key();
-        let mut current = configured.clone();
-        if let Some(saved) = self.store.load_token(&key).await?
-            && let Ok(saved) = serde_json::from_str::<Value>(&saved)
-            && saved["from"].as_str() == Some(origin.as_str())
-            && let Some(rotated) = saved["refresh_token"].as_str()
-        {
-            current = rotated.to_string();
-        }
-        self.secrets.insert("token.refresh_token", &current);
-
+        let secret = match client_secret {
+            Some(t) => self.render(t, &ctx, Escape::None, "oauth2.client_secret")?,
+            None => String::new(),
+        };
+        self.secrets.insert("oauth2.client_secret", &secret);
+        self.secrets.insert("oauth2.code", code);
+        self.secrets.insert("oauth2.code_verifier", verifier);
         let mut form = vec![
-            ("grant_type".to_string(), "refresh_token".to_string()),
-            ("refresh_token".to_string(), current.clone()),
+            ("grant_type".to_string(), "authorization_code".to_string()),
+            ("code".to_string(), code.to_string()),
+            ("redirect_uri".to_string(), redirect_uri.to_string()),
+            ("code_verifier".to_string(), verifier.to_string()),
         ];
-        if !scopes.is_empty() {
-            form.push(("scope".into(), scopes.join(" ")));
-        }
         let mut headers = Vec::new();
         match client_auth {
             ClientAuth::Body => {
                 form.push(("client_id".into(), id.clone()));
-                form.push(("client_secret".into(), secret_value.clone()));
+                form.push(("client_secret".into(), secret.clone()));
             }
             ClientAuth::Basic => {
-                let encoded = base64::engine::general_purpose::STANDARD
-                    .encode(format!("{id}:{secret_value}"));
+                let encoded =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
                 self.secrets.insert("oauth2.basic", &encoded);
                 headers.push(("Authorization".to_string(), format!("Basic {encoded}")));
             }
@@ -754,37 +1276,419 @@ impl Client {
             headers,
             body: Some(PreparedBody::Form(form)),
         };
-        let mut attempt = 0;
-        let response = loop {
-            attempt += 1;
-            match self.execute(&prepared).await {
-                Ok(r) if retryable(r.status) && attempt < ATTEMPTS => {
-                    tokio::time::sleep(
-                        retry_after(&r.headers)
-                            .unwrap_or_else(|| backoff(attempt))
-                            .min(MAX_RETRY_AFTER),
-                    )
-                    .await;
-                }
-                Ok(r) => break r,
-                Err(_) if attempt < ATTEMPTS => tokio::time::sleep(backoff(attempt)).await,
-                Err(message) => {
-                    return Err(ClientError::Auth {
-                        scheme: "oauth2",
-                        message,
-                    });
-                }
-            }
-        };
-        if !(200..300).contains(&response.status) {
-            return Err(ClientError::Auth {
+        let response = self.execute(&prepared).await.map_err(|e| match e {
+            SendError::Refused(error) => error,
+            SendError::Transport(message) => ClientError::Auth {
+                scheme: "oauth2",
+                message,
+            },
+        })?;
+        let token = serde_json::from_slice::<Map<String, Value>>(&response.body)
+            .ok()
+            .filter(|_| (200..300).contains(&response.status));
+        let refresh = token
+            .as_ref()
+            .and_then(|t| t.get("refresh_token"))
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string);
+        let (Some(_), Some(refresh)) = (token, refresh) else {
+            let shown = if (200..300).contains(&response.status) {
+                format!(
+                    "no refresh token in the answer ({}); the service may need offline access asked for in authorize_url",
+                    withheld_body(&response)
+                )
+            } else {
+                body_start(&response.body, &self.secrets)
+            };
+            return Err(ClientError::CredentialsRefused {
                 scheme: "oauth2",
                 message: format!(
-                    "token endpoint {} answered HTTP {}: {}",
+                    "token endpoint {} answered HTTP {}: {shown}",
                     self.secrets.redact(&url),
-                    response.status,
-                    body_start(&response.body, &self.secrets)
+                    response.status
                 ),
+            });
+        };
+        self.secrets.insert("token.refresh_token", &refresh);
+        if keep {
+            let configured = match refresh_token {
+                Some(t) => self.render(t, &ctx, Escape::None, "oauth2.refresh_token")?,
+                None => String::new(),
+            };
+            let account = account_hash(
+                &importer.connector.service,
+                &url,
+                &id,
+                Oauth2Grant::RefreshToken.into(),
+                &configured,
+            );
+            let entry = TokenEntry {
+                token: Map::new(),
+                refresh_token: Some(refresh.clone()),
+                // Renewed at the next run, with the new refresh token.
+                renew_at: Some(0),
+            };
+            self.store
+                .save_token(
+                    &format!("oauth2:account:{account}"),
+                    &serde_json::to_string(&entry).unwrap_or_default(),
+                )
+                .await?;
+        }
+        Ok(refresh)
+    }
+
+    /// Obtains the account's access token: the one cached in the store while it is
+    /// good, else a new one from the token endpoint, asked for by one process at a time.
+    ///
+    /// Tokens belong to the **account** (the service, the token URL, the client id, the
+    /// grant and the configured secret or refresh token, hashed), not to the importer:
+    /// two importers on one account share one access token, and a refresh token the
+    /// service rotates is the one both use next. The refresh itself holds a short lease
+    /// row (`oauth2-refresh:<account>`), never a transaction, so that importers of one
+    /// account in any process refresh once and the others read the result.
+    async fn oauth_token(&mut self) -> Result<(), ClientError> {
+        let importer = Arc::clone(&self.importer);
+        let Some(Auth::Oauth2 {
+            grant,
+            token_url,
+            client_id,
+            client_secret,
+            refresh_token,
+            private_key,
+            subject,
+            audience,
+            ..
+        }) = importer.auth()
+        else {
+            return Ok(());
+        };
+        let ctx = self.auth_ctx();
+        let url = self.render(token_url, &ctx, Escape::None, "oauth2.token_url")?;
+        let id = self.render(client_id, &ctx, Escape::None, "oauth2.client_id")?;
+        let secret = match client_secret {
+            Some(t) => Some(self.render(t, &ctx, Escape::None, "oauth2.client_secret")?),
+            None => None,
+        };
+        let configured = match refresh_token {
+            Some(t) => Some(self.render(t, &ctx, Escape::None, "oauth2.refresh_token")?),
+            None => None,
+        };
+        if let Some(secret) = &secret {
+            self.secrets.insert("oauth2.client_secret", secret);
+        }
+        let jwt = match private_key {
+            Some(t) => {
+                let key = self.render(t, &ctx, Escape::None, "oauth2.private_key")?;
+                self.secrets.insert("oauth2.private_key", &key);
+                let subject = match subject {
+                    Some(t) => Some(self.render(t, &ctx, Escape::None, "oauth2.subject")?),
+                    None => None,
+                };
+                let audience = match audience {
+                    Some(t) => self.render(t, &ctx, Escape::None, "oauth2.audience")?,
+                    None => url.clone(),
+                };
+                Some(JwtClaims {
+                    key,
+                    subject,
+                    audience,
+                })
+            }
+            None => None,
+        };
+        if let Some(configured) = &configured {
+            self.secrets
+                .insert("oauth2.configured_refresh_token", configured);
+        }
+        let grant_name: &'static str = (*grant).into();
+        // A person who pastes a new refresh token after re-consenting names a new account
+        // entry, so it wins over whatever the store kept for the old one.
+        let jwt_identity = jwt
+            .as_ref()
+            .map(|j| format!("{}\0{}", j.key, j.subject.as_deref().unwrap_or("")));
+        let identity = configured
+            .as_deref()
+            .or(secret.as_deref())
+            .or(jwt_identity.as_deref())
+            .unwrap_or("");
+        let account = account_hash(&importer.connector.service, &url, &id, grant_name, identity);
+        let key = format!("oauth2:account:{account}");
+        let deadline = Instant::now() + TOKEN_WAIT;
+        loop {
+            if let Some(entry) = self.cached_token(&key).await? {
+                return self.use_token(entry);
+            }
+            let lease_name = format!("oauth2-refresh:{account}");
+            let Some(lease) = self.store.acquire_lease(&lease_name, TOKEN_LEASE).await? else {
+                if Instant::now() >= deadline {
+                    return Err(ClientError::Auth {
+                        scheme: "oauth2",
+                        message: format!(
+                            "another run has been renewing this account's token for {} s; giving up",
+                            TOKEN_WAIT.as_secs()
+                        ),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            // Under the lease: another run may have renewed the token meanwhile.
+            let result = match self.cached_token(&key).await {
+                Ok(Some(entry)) => self.use_token(entry),
+                Ok(None) => {
+                    self.oauth_request(
+                        &key,
+                        &url,
+                        &id,
+                        secret.as_deref(),
+                        configured.as_deref(),
+                        jwt.as_ref(),
+                    )
+                    .await
+                }
+                Err(error) => Err(error),
+            };
+            if let Err(error) = self.store.release_lease(&lease).await {
+                tracing::warn!(error = %error, "Could not release the token lease; it expires on its own.");
+            }
+            return result;
+        }
+    }
+
+    /// The signed assertion of the JWT bearer grant (RFC 7523 2.1): RS256, the client id
+    /// as issuer, the subject if any, the audience, three minutes of life (Salesforce
+    /// accepts no more), the scopes as a `scope` claim (Google reads them there).
+    fn assertion(
+        &mut self,
+        jwt: &JwtClaims,
+        id: &str,
+        scopes: &[String],
+    ) -> Result<String, ClientError> {
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(jwt.key.as_bytes()).map_err(|e| {
+            ClientError::Credential {
+                name: "oauth2.private_key".into(),
+                message: format!("not an RSA private key in PEM ({e})"),
+            }
+        })?;
+        let now = Utc::now().timestamp();
+        let mut claims = json!({
+            "iss": id,
+            "aud": jwt.audience,
+            "iat": now,
+            "exp": now + ASSERTION_LIFETIME_SECONDS,
+        });
+        if let Some(subject) = &jwt.subject {
+            claims["sub"] = json!(subject);
+        }
+        if !scopes.is_empty() {
+            claims["scope"] = json!(scopes.join(" "));
+        }
+        let assertion = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+            &claims,
+            &key,
+        )
+        .map_err(|e| ClientError::Credential {
+            name: "oauth2.private_key".into(),
+            message: format!("signing the assertion failed ({e})"),
+        })?;
+        self.secrets.insert("oauth2.assertion", &assertion);
+        Ok(assertion)
+    }
+
+    /// The account's cached token, if it is still good: not past its renewal time, and
+    /// not the access token the service just refused (a 401).
+    async fn cached_token(&self, key: &str) -> Result<Option<TokenEntry>, ClientError> {
+        let Some(text) = self.store.load_token(key).await? else {
+            return Ok(None);
+        };
+        let Ok(entry) = serde_json::from_str::<TokenEntry>(&text) else {
+            return Ok(None);
+        };
+        let fresh = entry
+            .renew_at
+            .is_none_or(|at| Utc::now().timestamp_millis() < at);
+        let refused = self.refused_access.as_deref() == entry.access_token();
+        Ok((fresh && !refused).then_some(entry))
+    }
+
+    /// Makes `entry` the run's token: the `token.*` context, the secrets to mask, when to
+    /// renew it.
+    fn use_token(&mut self, entry: TokenEntry) -> Result<(), ClientError> {
+        let access = entry.access_token().unwrap_or_default().to_string();
+        self.secrets.insert("token.access_token", &access);
+        if let Some(refresh) = &entry.refresh_token {
+            self.secrets.insert("token.refresh_token", refresh);
+        }
+        for (name, value) in &entry.token {
+            if let Value::String(s) = value
+                && (name.contains("token") || name.contains("secret"))
+            {
+                self.secrets.insert(&format!("token.{name}"), s);
+            }
+        }
+        self.auth_expires = entry.renew_at.map(|at| {
+            let left = at - Utc::now().timestamp_millis();
+            Instant::now() + Duration::from_millis(u64::try_from(left).unwrap_or(0))
+        });
+        self.base.insert("token".into(), Value::Object(entry.token));
+        Ok(())
+    }
+
+    /// Asks the token endpoint for a new access token (the caller holds the account's
+    /// lease) and keeps it, encrypted, for the account.
+    async fn oauth_request(
+        &mut self,
+        key: &str,
+        url: &str,
+        id: &str,
+        secret: Option<&str>,
+        configured: Option<&str>,
+        jwt: Option<&JwtClaims>,
+    ) -> Result<(), ClientError> {
+        let importer = Arc::clone(&self.importer);
+        let Some(Auth::Oauth2 {
+            grant,
+            client_auth,
+            scopes,
+            ..
+        }) = importer.auth()
+        else {
+            return Ok(());
+        };
+        // The refresh token to use: the one the account last received (the service may
+        // have rotated it), else one kept per importer by an older version (migrated
+        // here), else the configured one.
+        let kept = self
+            .store
+            .load_token(key)
+            .await?
+            .and_then(|text| serde_json::from_str::<TokenEntry>(&text).ok())
+            .and_then(|entry| entry.refresh_token);
+        let legacy_key = format!("oauth2:{}:refresh_token", importer.id);
+        let mut migrated = false;
+        let current = match (grant, configured, kept) {
+            (Oauth2Grant::RefreshToken, _, Some(kept)) => Some(kept),
+            (Oauth2Grant::RefreshToken, Some(configured), None) => {
+                let origin = blake3::hash(configured.as_bytes()).to_hex().to_string();
+                match self.store.load_token(&legacy_key).await? {
+                    Some(saved)
+                        if let Ok(saved) = serde_json::from_str::<Value>(&saved)
+                            && saved["from"].as_str() == Some(origin.as_str())
+                            && let Some(rotated) = saved["refresh_token"].as_str() =>
+                    {
+                        migrated = true;
+                        Some(rotated.to_string())
+                    }
+                    _ => Some(configured.to_string()),
+                }
+            }
+            _ => None,
+        };
+        let mut form = match (grant, &current) {
+            (Oauth2Grant::RefreshToken, Some(current)) => {
+                self.secrets.insert("token.refresh_token", current);
+                vec![
+                    ("grant_type".to_string(), "refresh_token".to_string()),
+                    ("refresh_token".to_string(), current.clone()),
+                ]
+            }
+            _ => match jwt {
+                Some(jwt) => {
+                    let assertion = self.assertion(jwt, id, scopes)?;
+                    vec![
+                        ("grant_type".to_string(), JWT_BEARER.to_string()),
+                        ("assertion".to_string(), assertion),
+                    ]
+                }
+                None => vec![("grant_type".to_string(), "client_credentials".to_string())],
+            },
+        };
+        // A JWT carries its scopes as a claim; the other grants ask in the form.
+        if !scopes.is_empty() && jwt.is_none() {
+            form.push(("scope".into(), scopes.join(" ")));
+        }
+        let secret = secret.unwrap_or_default();
+        let mut headers = Vec::new();
+        match client_auth {
+            // The assertion is the client's proof: no id or secret beside it.
+            _ if jwt.is_some() => {}
+            ClientAuth::Body => {
+                form.push(("client_id".into(), id.to_string()));
+                form.push(("client_secret".into(), secret.to_string()));
+            }
+            ClientAuth::Basic => {
+                let encoded =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+                self.secrets.insert("oauth2.basic", &encoded);
+                headers.push(("Authorization".to_string(), format!("Basic {encoded}")));
+            }
+        }
+        let prepared = Prepared {
+            method: HttpMethod::Post,
+            url: self.parse_url(url)?,
+            headers,
+            body: Some(PreparedBody::Form(form)),
+        };
+        let mut retrier = Retrier::new(&self.limits);
+        let response = loop {
+            let (error, hint) = match self.execute(&prepared).await {
+                Ok(r) if retryable(r.status) => {
+                    let hint = retry_after(&r.headers);
+                    let error = ClientError::Auth {
+                        scheme: "oauth2",
+                        message: format!(
+                            "token endpoint {} answered HTTP {}: {}",
+                            self.secrets.redact(url),
+                            r.status,
+                            body_start(&r.body, &self.secrets)
+                        ),
+                    };
+                    (error, hint)
+                }
+                Ok(r) => break r,
+                Err(SendError::Refused(error)) => return Err(error),
+                Err(SendError::Transport(message)) => (
+                    ClientError::Auth {
+                        scheme: "oauth2",
+                        message,
+                    },
+                    None,
+                ),
+            };
+            self.wait_before_retry(&mut retrier, error, hint).await?;
+        };
+        if !(200..300).contains(&response.status) {
+            let message = format!(
+                "token endpoint {} answered HTTP {}: {}",
+                self.secrets.redact(url),
+                response.status,
+                body_start(&response.body, &self.secrets)
+            );
+            // RFC 6749 5.2: a refused grant or client is a 400 (`invalid_grant`,
+            // `invalid_client`, ...) or a 401; retrying cannot help, a person must act.
+            let code = serde_json::from_slice::<Value>(&response.body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string));
+            return Err(match code.as_deref() {
+                Some(code @ ("invalid_grant" | "invalid_client" | "unauthorized_client")) => {
+                    ClientError::GrantRefused {
+                        code: code.to_string(),
+                        message,
+                    }
+                }
+                _ if matches!(response.status, 400 | 401 | 403) => {
+                    ClientError::CredentialsRefused {
+                        scheme: "oauth2",
+                        message,
+                    }
+                }
+                _ => ClientError::Auth {
+                    scheme: "oauth2",
+                    message,
+                },
             });
         }
         let token: Map<String, Value> =
@@ -795,41 +1699,47 @@ impl Client {
                     withheld_body(&response)
                 ),
             })?;
-        let access = token
+        token
             .get("access_token")
             .and_then(Value::as_str)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ClientError::Auth {
                 scheme: "oauth2",
                 message: "token response has no `access_token`".into(),
-            })?
-            .to_string();
-        self.secrets.insert("token.access_token", &access);
-        for (name, value) in &token {
-            if let Value::String(s) = value
-                && (name.contains("token") || name.contains("secret"))
-            {
-                self.secrets.insert(&format!("token.{name}"), s);
-            }
+            })?;
+        let rotated = token
+            .get("refresh_token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string);
+        if rotated.is_some() && rotated != current {
+            tracing::info!(importer = %importer.id, "Kept the refresh token the service rotated.");
         }
-        if let Some(rotated) = token.get("refresh_token").and_then(Value::as_str)
-            && !rotated.is_empty()
-            && rotated != current
-        {
-            let saved = json!({"from": origin, "refresh_token": rotated}).to_string();
-            self.store.save_token(&key, &saved).await?;
-            tracing::info!(importer = %self.importer.id, "Kept the refresh token the service rotated.");
-        }
-        let lifetime = token
+        // Renewed a minute before it expires, or halfway through a shorter life.
+        let lifetime_ms = token
             .get("expires_in")
             .and_then(|v| {
                 v.as_u64()
                     .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
             })
-            .map(|s| Duration::from_secs(s.saturating_sub(30).max(1)));
-        self.auth_expires = lifetime.map(|l| Instant::now() + l);
-        self.base.insert("token".into(), Value::Object(token));
-        Ok(())
+            .map(|s| s.saturating_mul(1000));
+        let renew_at = lifetime_ms.map(|ms| {
+            let early = ms.saturating_sub(60_000).max(ms / 2);
+            Utc::now().timestamp_millis() + i64::try_from(early).unwrap_or(i64::MAX / 2)
+        });
+        let entry = TokenEntry {
+            token,
+            refresh_token: rotated.or(current),
+            renew_at,
+        };
+        self.store
+            .save_token(key, &serde_json::to_string(&entry).unwrap_or_default())
+            .await?;
+        if migrated {
+            self.store.delete_token(&legacy_key).await?;
+        }
+        self.refused_access = None;
+        self.use_token(entry)
     }
 
     /// Adds the scheme's credentials to a prepared request.
@@ -949,6 +1859,28 @@ fn set_query(url: &mut url::Url, name: &str, value: &str) {
     }
 }
 
+/// Why one exchange did not produce a response.
+enum SendError {
+    /// The transport failed (connect, reset, timeout): worth another attempt. The text is
+    /// already free of secrets.
+    Transport(String),
+    /// Refused for good (a redirect to another origin): never retried.
+    Refused(ClientError),
+}
+
+/// The `Location` of a redirect response that is to be followed: 301, 302, 303, 307 and
+/// 308 with a `Location` header. A 3xx without one is an answer like any other.
+fn redirect_location(response: &Response) -> Option<String> {
+    if !matches!(response.status, 301 | 302 | 303 | 307 | 308) {
+        return None;
+    }
+    response
+        .headers
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
 fn method_name(method: HttpMethod) -> &'static str {
     match method {
         HttpMethod::Get => "GET",
@@ -960,22 +1892,26 @@ fn retryable(status: u16) -> bool {
     status == 429 || (500..600).contains(&status)
 }
 
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(200 * 2u64.pow(attempt.saturating_sub(1).min(6)))
+/// `Retry-After` of a response, if it has a readable one.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    parse_retry_after(
+        headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?,
+        Utc::now(),
+    )
 }
 
-/// `Retry-After` in seconds (fractional allowed, as Shopify sends) or as an HTTP date.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let text = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
+/// A `Retry-After` value: seconds (fractional allowed, as Shopify sends) or an HTTP date,
+/// read against `now`. `None` for anything else, including a number too large for a
+/// `Duration` (`1e300`) and a date in the past: the caller's own backoff applies then.
+pub fn parse_retry_after(text: &str, now: chrono::DateTime<Utc>) -> Option<Duration> {
+    let text = text.trim();
     if let Ok(seconds) = text.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+        return (seconds >= 0.0)
+            .then(|| Duration::try_from_secs_f64(seconds).ok())
+            .flatten();
     }
     let at = chrono::DateTime::parse_from_rfc2822(text).ok()?;
-    (at.with_timezone(&Utc) - Utc::now()).to_std().ok()
+    (at.with_timezone(&Utc) - now).to_std().ok()
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

@@ -29,6 +29,15 @@ pub enum SkipReason {
     NoEmail,
     /// An email that is not a plausible address (the value, shortened).
     InvalidEmail(String),
+    /// A value longer than `limits.max_value_bytes`.
+    ValueTooLarge {
+        /// Which value (`first_name`, a custom field's tag).
+        field: String,
+        /// Its length in bytes.
+        bytes: usize,
+        /// The cap.
+        limit: u64,
+    },
 }
 
 impl std::fmt::Display for SkipReason {
@@ -36,6 +45,14 @@ impl std::fmt::Display for SkipReason {
         match self {
             SkipReason::NoEmail => f.write_str("no email"),
             SkipReason::InvalidEmail(value) => write!(f, "invalid email `{value}`"),
+            SkipReason::ValueTooLarge {
+                field,
+                bytes,
+                limit,
+            } => write!(
+                f,
+                "{field} is {bytes} bytes, more than limits.max_value_bytes ({limit})"
+            ),
         }
     }
 }
@@ -107,7 +124,10 @@ impl<'a> Extractor<'a> {
             Some(path) => path.first(body).is_some(),
             None => false,
         };
-        if container_exists {
+        // A connector may declare that the service leaves the key out when there is
+        // nothing (Google People without contacts); a body that is not a JSON object is
+        // still no page of this service.
+        if container_exists || (self.connector.records_absent_is_empty && body.is_object()) {
             Ok(Vec::new())
         } else {
             Err(PageShapeError::NoRecordsPath)
@@ -197,11 +217,18 @@ impl<'a> Extractor<'a> {
             }
         }
 
-        let service_status = self.connector.subscription.as_ref().and_then(|s| {
-            s.path
-                .find_map(record, scalar_str)
-                .and_then(|v| s.map.get(v.as_ref()).copied())
-        });
+        // Each field the connector reads says what it knows (an opt-out flag, a bounce
+        // flag, a status); the strongest meaning wins.
+        let service_status = self
+            .connector
+            .subscription
+            .iter()
+            .filter_map(|s| {
+                s.path
+                    .find_map(record, scalar_str)
+                    .and_then(|v| s.map.get(v.as_ref()).copied())
+            })
+            .max();
 
         let mut contact = ContactRecord {
             email,
@@ -455,10 +482,7 @@ pub fn content_hash(contact: &ContactRecord) -> String {
         }
         None => put(&mut bytes, 7, None),
     }
-    let status = contact.service_status.map(|s| match s {
-        SubscriptionMeaning::Unsubscribed => "unsubscribed",
-        SubscriptionMeaning::Bounced => "bounced",
-    });
+    let status = contact.service_status.map(SubscriptionMeaning::as_str);
     put(&mut bytes, 8, status.map(str::as_bytes));
     for value in &contact.custom_values {
         scratch.clear();
@@ -538,10 +562,7 @@ mod tests {
         put(6, contact.external_id.as_deref());
         let updated = contact.updated_at.map(|t| t.timestamp_millis().to_string());
         put(7, updated.as_deref());
-        let status = contact.service_status.map(|s| match s {
-            SubscriptionMeaning::Unsubscribed => "unsubscribed",
-            SubscriptionMeaning::Bounced => "bounced",
-        });
+        let status = contact.service_status.map(SubscriptionMeaning::as_str);
         put(8, status);
         for value in &contact.custom_values {
             let encoded = serde_json::to_string(&value.value).unwrap_or_default();

@@ -17,9 +17,13 @@ pub mod extract;
 pub mod filter;
 pub mod paginate;
 pub mod projection;
+pub mod ratelimit;
 pub mod redact;
+pub mod retry;
+pub mod rules;
 pub mod run;
 
 pub use run::{
-    DryRun, PassKind, Progress, ProgressFn, RunError, RunOptions, RunSummary, run_importer,
+    DryRun, FailureKind, PassKind, Progress, ProgressFn, RunError, RunOptions, RunSummary,
+    run_importer,
 };

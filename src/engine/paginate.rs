@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 use crate::engine::redact::SecretSet;
 use crate::plan::{PageCommon, Pagination};
 
-pub use crate::config::spec::StopRule;
+pub use crate::plan::StopRule;
 
 /// Where a pass stands: what the next request carries and what the pass has read so far.
 /// Saved (as JSON) with every page; a next URL is kept with its secrets replaced by
@@ -159,6 +159,29 @@ impl<'a> Paginator<'a> {
             pos,
             seen: HashSet::new(),
             seen_keysets: HashSet::new(),
+        }
+    }
+
+    /// Starts the pass again from its first page, forgetting every token seen: the
+    /// service no longer accepts the position (an expired cursor or query locator).
+    pub fn restart(&mut self) {
+        *self = Paginator::new(self.style, self.page_size, self.max_results_per_query, None);
+    }
+
+    /// Moves past the next page without reading it (`page_number` and `offset` styles:
+    /// the page a `skip_page` error rule recognised). `false` for a style with no page
+    /// after one that was not read.
+    pub fn skip(&mut self) -> bool {
+        match self.style {
+            Pagination::PageNumber { .. } => {
+                self.pos.page = Some(self.pos.page.unwrap_or(0) + 1);
+                true
+            }
+            Pagination::Offset { .. } => {
+                self.pos.offset = Some(self.pos.offset.unwrap_or(0) + u64::from(self.page_size));
+                true
+            }
+            _ => false,
         }
     }
 

@@ -124,10 +124,13 @@ fn record_paths(connector: &Connector) -> Vec<&JsonPath> {
         headers: _,
         connect_timeout: _,
         request_timeout: _,
+        rate_limit: _,
+        error_rules: _,
         auth: _,
         request: _,
         pagination: _,
         records: _,
+        records_absent_is_empty: _,
         page_size_max: _,
         page_size_default: _,
         max_results_per_query: _,
@@ -139,6 +142,7 @@ fn record_paths(connector: &Connector) -> Vec<&JsonPath> {
         filters: _,
         settings: _,
         fingerprint: _,
+        pass_parts: _,
     } = connector;
     let Fields {
         email,
@@ -179,7 +183,7 @@ fn record_paths(connector: &Connector) -> Vec<&JsonPath> {
     {
         paths.extend(custom);
     }
-    if let Some(Subscription { path, map: _ }) = subscription {
+    for Subscription { path, map: _ } in subscription {
         paths.push(path);
     }
     if let Some(Predicate { path, equals: _ }) = deleted {
@@ -1124,9 +1128,7 @@ deleted:
                 c.fields.updated_at.as_mut().unwrap().paths.push(p);
             }),
             ("custom", |c, p| c.custom_fields[1].paths.push(p)),
-            ("subscription", |c, p| {
-                c.subscription.as_mut().unwrap().path = p
-            }),
+            ("subscription", |c, p| c.subscription[0].path = p),
             ("deleted", |c, p| c.deleted.as_mut().unwrap().path = p),
         ];
         for (name, set) in setters {

@@ -12,22 +12,30 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::engine::client::{Client, ClientError, Prepared, Response, body_start};
-use crate::engine::extract::{Extractor, Mapped, PageShapeError};
+use crate::engine::extract::{Extractor, Mapped, PageShapeError, SkipReason};
 use crate::engine::filter::ClientFilters;
 use crate::engine::paginate::{PageSeen, PaginateError, Paginator, PassPosition, Step};
 use crate::engine::projection::PageProjection;
 use crate::model::{
-    Checkpoint, ContactRecord, CustomFieldDef, FieldBinding, PageOutcome, PageWrite,
+    Checkpoint, ContactRecord, CustomFieldDef, FieldBinding, FieldValue, PageOutcome, PageWrite,
 };
-use crate::plan::{Importer, Pagination, Sync};
+use crate::plan::{ErrorAction, Importer, Limits, Pagination, Sync};
 use crate::store::{Lease, RunCounts, RunOutcome, Store, StoreError};
 
 /// Attempts at a page whose body is not JSON or has no records where expected.
 const PAGE_ATTEMPTS: u32 = 3;
 /// Records skipped for a bad email that are logged with a sample, per run.
 const SKIP_SAMPLES: u32 = 3;
+/// Pass restarts one run may make for positions the service no longer accepts: one, so
+/// a service that refuses every position fails the run instead of looping.
+const PASS_RESTARTS: u32 = 1;
+/// Pages one fetch may skip in a row for `skip_page` error rules before it fails: a
+/// service refusing every page is down, not refusing one bad page.
+const PAGE_SKIPS: u32 = 10;
 
 /// A callback told about progress after each page.
 pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + std::marker::Sync>;
@@ -48,6 +56,13 @@ pub struct RunOptions {
     pub full_refresh: bool,
     /// Called after each page (live progress on a terminal).
     pub progress: Option<ProgressFn>,
+    /// Caps on response size, value size and records per page (`limits` in
+    /// `tributary.yaml`).
+    pub limits: Limits,
+    /// Asks the run to stop at the next page boundary (shutdown, reload): the page being
+    /// written commits first, a fetch in flight is abandoned, and the run ends as
+    /// [`RunOutcome::Cancelled`] with its checkpoint saved.
+    pub cancel: CancellationToken,
 }
 
 impl Default for RunOptions {
@@ -59,6 +74,8 @@ impl Default for RunOptions {
             lease_wait: Duration::ZERO,
             full_refresh: false,
             progress: None,
+            limits: Limits::default(),
+            cancel: CancellationToken::new(),
         }
     }
 }
@@ -97,6 +114,17 @@ pub enum PassKind {
     FullRefresh,
 }
 
+impl PassKind {
+    /// The words status output and reports use (`first`, `incremental`, `full_refresh`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PassKind::First => "first",
+            PassKind::Incremental => "incremental",
+            PassKind::FullRefresh => "full_refresh",
+        }
+    }
+}
+
 /// What a dry run would have written.
 #[derive(Debug, Clone, Default)]
 pub struct DryRun {
@@ -129,6 +157,46 @@ pub struct RunSummary {
     pub resumed: bool,
     /// What a dry run saw.
     pub dry_run: Option<DryRun>,
+    /// When the service accepts requests again, for a run it stopped with a quota (a
+    /// wait longer than a run holds on for): the next run must not start before.
+    pub not_before: Option<DateTime<Utc>>,
+    /// Why this run dropped a saved position and started a new pass (`changed: request,
+    /// filter_values`), when it did.
+    pub pass_restarted: Option<String>,
+}
+
+/// What kind of failure ended a run: what the scheduler decides on (back off, pause for
+/// new credentials, wait for a fixed file), kept apart from the message shown to people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The service refused the credentials (401 after a renewal, `invalid_grant`, a
+    /// refused login) or a credential reference does not resolve: retrying cannot help
+    /// until they change.
+    Credentials,
+    /// Worth trying again later: 429 and 5xx streaks, timeouts, connection errors.
+    Transient,
+    /// The service answered in a way the connector does not expect (another 4xx, a page
+    /// that is not JSON, a pagination loop, a redirect to another origin).
+    Service,
+    /// The connector or importer cannot work as written (a template that does not
+    /// render, a URL that is not one).
+    Config,
+    /// The store failed.
+    Store,
+}
+
+impl FailureKind {
+    /// The word used in status output and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Credentials => "credentials",
+            FailureKind::Transient => "transient",
+            FailureKind::Service => "service",
+            FailureKind::Config => "config",
+            FailureKind::Store => "store",
+        }
+    }
 }
 
 /// Why a run did not complete.
@@ -147,6 +215,8 @@ pub enum RunError {
     Failed {
         /// Importer id.
         importer: String,
+        /// What kind of failure, for the scheduler.
+        kind: FailureKind,
         /// Run id, when the run was recorded.
         run_id: Option<i64>,
         /// What happened, secrets masked.
@@ -176,6 +246,42 @@ enum Fail {
     Store(#[from] StoreError),
     #[error("{0}")]
     Other(String),
+}
+
+impl Fail {
+    fn kind(&self) -> FailureKind {
+        match self {
+            Fail::Client(error) => match error.last() {
+                ClientError::Credential { .. }
+                | ClientError::CredentialsRefused { .. }
+                | ClientError::GrantRefused { .. } => FailureKind::Credentials,
+                ClientError::Status { status: 401, .. } => FailureKind::Credentials,
+                ClientError::Status { status, .. } if *status == 429 || *status >= 500 => {
+                    FailureKind::Transient
+                }
+                ClientError::Transport { .. } | ClientError::Auth { .. } => FailureKind::Transient,
+                ClientError::Quota { .. } => FailureKind::Transient,
+                ClientError::Template { .. } | ClientError::Url(_) => FailureKind::Config,
+                ClientError::Store(_) => FailureKind::Store,
+                ClientError::Exhausted { .. } => FailureKind::Transient,
+                ClientError::Rule { action, .. } => match action {
+                    ErrorAction::FailConfig => FailureKind::Config,
+                    ErrorAction::RefreshAuth => FailureKind::Credentials,
+                    ErrorAction::Retry | ErrorAction::RateLimited | ErrorAction::FailTransient => {
+                        FailureKind::Transient
+                    }
+                    ErrorAction::RestartPass | ErrorAction::SkipPage => FailureKind::Service,
+                },
+                ClientError::Status { .. }
+                | ClientError::ForeignNextUrl(_)
+                | ClientError::ForeignRedirect { .. }
+                | ClientError::Redirect { .. }
+                | ClientError::TooLarge { .. } => FailureKind::Service,
+            },
+            Fail::Paginate(_) | Fail::Other(_) => FailureKind::Service,
+            Fail::Store(_) => FailureKind::Store,
+        }
+    }
 }
 
 /// At most this many records are gathered into one write while the previous write runs:
@@ -218,6 +324,19 @@ pub async fn run_importer(
     store: Arc<dyn Store>,
     options: RunOptions,
 ) -> Result<RunSummary, RunError> {
+    // One span per run: every line logged inside names the importer and the run.
+    let span = tracing::info_span!("run", importer = %importer.id, run = tracing::field::Empty);
+    run_in_span(importer, store, options, span.clone())
+        .instrument(span)
+        .await
+}
+
+async fn run_in_span(
+    importer: Arc<Importer>,
+    store: Arc<dyn Store>,
+    options: RunOptions,
+    span: tracing::Span,
+) -> Result<RunSummary, RunError> {
     let id = importer.id.clone();
     let store_error = |source| RunError::Store {
         importer: id.clone(),
@@ -243,6 +362,9 @@ pub async fn run_importer(
             }
         }
     };
+    if let Some(run_id) = run_id {
+        span.record("run", run_id);
+    }
     let started = Instant::now();
     let mut run = Run {
         importer: Arc::clone(&importer),
@@ -259,8 +381,23 @@ pub async fn run_importer(
         in_flight: None,
         group: PageGroup::default(),
         write_failed: false,
+        pass: PassKind::First,
+        resumed: false,
+        restarts: std::sync::atomic::AtomicU32::new(0),
+        pass_restarted: None,
     };
     let result = run.execute().await;
+    // A quota stop is not a failure: the pages before it are committed (below), and the
+    // next run starts from the checkpoint once the service accepts requests again.
+    let mut not_before = None;
+    let result = match result {
+        Err(Fail::Client(ClientError::Quota { until, status, .. })) => {
+            tracing::warn!(importer = %id, status, until = %until, "The service asks to wait; the run stops at its checkpoint.");
+            not_before = Some(until);
+            Ok((RunOutcome::Partial, run.pass, run.resumed))
+        }
+        other => other,
+    };
     // A failure while a page was being written: that write still ends (committed or
     // not) before the run is recorded; its error, if any, is secondary to the first.
     let drained = run.drain_writes().await;
@@ -314,12 +451,16 @@ pub async fn run_importer(
                 pass,
                 resumed,
                 dry_run: run.options.dry_run.then(|| std::mem::take(&mut run.dry)),
+                not_before,
+                pass_restarted: run.pass_restarted.take(),
             })
         }
         Err(fail) => {
             let message = fail.to_string();
-            tracing::error!(importer = %id, run = run_id.unwrap_or(0), error = %message, "Import run failed.");
+            let kind = fail.kind();
+            tracing::error!(importer = %id, run = run_id.unwrap_or(0), kind = kind.as_str(), error = %message, "Import run failed.");
             Err(RunError::Failed {
+                kind,
                 importer: id,
                 run_id,
                 message,
@@ -414,6 +555,37 @@ struct Run {
     write_failed: bool,
     /// The page write running beside the next fetch (see [`Run::finish_write`]).
     in_flight: Option<tokio::task::JoinHandle<Result<Option<PageOutcome>, StoreError>>>,
+    /// The pass this run works on, once decided.
+    pass: PassKind,
+    /// Whether it continues a saved position.
+    resumed: bool,
+    /// Pass restarts made (`restart_pass` error rules).
+    restarts: std::sync::atomic::AtomicU32,
+    /// Why a saved position was dropped for a new pass (the parts of the configuration
+    /// that changed), when it was.
+    pass_restarted: Option<String>,
+}
+
+/// The parts of a pass fingerprint (`part=hash;...`) that differ, named for the log;
+/// "the configuration" for a fingerprint saved by an older version.
+pub fn changed_parts(saved: &str, current: &str) -> String {
+    let parse = |f: &str| -> std::collections::BTreeMap<String, String> {
+        f.split(';')
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let (old, new) = (parse(saved), parse(current));
+    if old.is_empty() {
+        return "the configuration".into();
+    }
+    let names: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    let changed: Vec<&str> = names
+        .into_iter()
+        .filter(|n| old.get(*n) != new.get(*n))
+        .map(String::as_str)
+        .collect();
+    changed.join(", ")
 }
 
 impl Run {
@@ -435,8 +607,11 @@ impl Run {
                     }
                 }
             }
-            (Some(_), _) => {
-                tracing::info!(importer = %importer.id, "Saved position belongs to another configuration; starting a new pass.");
+            (Some(_), saved) => {
+                let changed =
+                    changed_parts(saved.as_deref().unwrap_or_default(), &importer.fingerprint);
+                tracing::info!(importer = %importer.id, changed = %changed, "What decides the records of a pass changed since the saved position; starting a new pass.");
+                self.pass_restarted = Some(format!("changed: {changed}"));
                 None
             }
             _ => None,
@@ -476,8 +651,14 @@ impl Run {
         } else {
             PassKind::Incremental
         };
+        self.pass = pass;
+        self.resumed = resumed;
 
-        let mut client = Client::new(Arc::clone(&importer), Arc::clone(&self.store))?;
+        let mut client = Client::new(
+            Arc::clone(&importer),
+            Arc::clone(&self.store),
+            self.options.limits,
+        )?;
         let since = match (
             &connector.sync,
             checkpoint.full_refresh,
@@ -492,9 +673,14 @@ impl Run {
                 false,
                 Some(watermark),
             ) => {
-                let lookback = chrono::Duration::from_std(*lookback).unwrap_or_default();
+                // Checked: a lookback reaching before the first representable date
+                // means "everything", not a panic (config bounds it to 100 years).
+                let since = chrono::Duration::from_std(*lookback)
+                    .ok()
+                    .and_then(|lookback| watermark.checked_sub_signed(lookback))
+                    .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
                 since_format.format(
-                    watermark - lookback,
+                    since,
                     chrono::FixedOffset::east_opt(0).expect("zero offset"),
                 )
             }
@@ -549,9 +735,14 @@ impl Run {
         let mut pages_this_run = 0u64;
         let mut pending: Option<Fetched> = None;
 
+        let cancel = self.options.cancel.clone();
         loop {
             if budget.is_some_and(|b| pages_this_run >= b) {
                 return Ok((RunOutcome::Partial, pass, resumed));
+            }
+            if cancel.is_cancelled() {
+                tracing::info!(importer = %importer.id, "Run cancelled at a page boundary; the next run resumes here.");
+                return Ok((RunOutcome::Cancelled, pass, resumed));
             }
             self.renew_lease_if_due().await?;
 
@@ -559,14 +750,21 @@ impl Run {
             let (prepared, response, body) = match pending.take() {
                 Some(fetched) => fetched,
                 None => {
-                    self.fetch_page(
-                        &mut client,
-                        &paginator,
-                        &extractor,
-                        projection.as_ref(),
-                        readd,
-                    )
-                    .await?
+                    // A fetch (with its retries) may take long: cancelling abandons it;
+                    // nothing of it was committed, so the next run fetches it again.
+                    tokio::select! {
+                        fetched = self.fetch_page(
+                            &mut client,
+                            &mut paginator,
+                            &extractor,
+                            projection.as_ref(),
+                            readd,
+                        ) => fetched?,
+                        () = cancel.cancelled() => {
+                            tracing::info!(importer = %importer.id, "Run cancelled while fetching; the next run resumes at its checkpoint.");
+                            return Ok((RunOutcome::Cancelled, pass, resumed));
+                        }
+                    }
                 }
             };
             self.timing.fetch += fetch_started.elapsed();
@@ -578,6 +776,14 @@ impl Run {
                 Some(value) => extractor.records(value).unwrap_or_default(),
                 None => Vec::new(),
             };
+            let max_records = self.options.limits.max_records_per_page;
+            if records.len() as u64 > max_records {
+                return Err(Fail::Other(format!(
+                    "a page of {} records from {} is more than limits.max_records_per_page ({max_records}) allows",
+                    records.len(),
+                    client.secrets().redact(&response.url),
+                )));
+            }
 
             let mut contacts = Vec::with_capacity(records.len());
             let mut deleted = Vec::new();
@@ -585,7 +791,24 @@ impl Run {
             for record in &records {
                 let out = extractor.map(record);
                 page_high = page_high.max(out.updated_at);
-                match out.mapped {
+                let mapped = match out.mapped {
+                    Mapped::Contact(contact, failures) => {
+                        match oversized_value(
+                            &contact,
+                            &bindings,
+                            self.options.limits.max_value_bytes,
+                        ) {
+                            Some((field, bytes)) => Mapped::Skipped(SkipReason::ValueTooLarge {
+                                field,
+                                bytes,
+                                limit: self.options.limits.max_value_bytes,
+                            }),
+                            None => Mapped::Contact(contact, failures),
+                        }
+                    }
+                    other => other,
+                };
+                match mapped {
                     Mapped::Contact(contact, failures) => {
                         self.counts.field_failures += failures;
                         if filters.keep(&contact) {
@@ -604,12 +827,13 @@ impl Run {
                             self.skip_samples += 1;
                             // A record's value may be anything, even a credential the
                             // service echoes back: the sample is cleaned like any text.
-                            tracing::warn!(
-                                importer = %importer.id,
-                                reason = %client.secrets().redact(&reason.to_string()),
-                                external_id = out.external_id.as_deref().unwrap_or("-"),
-                                "Skipped a record without a valid email."
-                            );
+                            let shown = client.secrets().redact(&reason.to_string());
+                            let external_id = out.external_id.as_deref().unwrap_or("-");
+                            if matches!(reason, SkipReason::ValueTooLarge { .. }) {
+                                tracing::warn!(importer = %importer.id, reason = %shown, external_id, "Skipped a record with a value over the limit.");
+                            } else {
+                                tracing::warn!(importer = %importer.id, reason = %shown, external_id, "Skipped a record without a valid email.");
+                            }
                         }
                     }
                 }
@@ -690,17 +914,18 @@ impl Run {
                     self.finish_write().await?;
                     self.start_write();
                 }
-                if prefetch {
-                    pending = Some(
-                        self.fetch_page(
+                if prefetch && !cancel.is_cancelled() {
+                    let fetched = tokio::select! {
+                        fetched = self.fetch_page(
                             &mut client,
-                            &paginator,
+                            &mut paginator,
                             &extractor,
                             projection.as_ref(),
                             readd,
-                        )
-                        .await?,
-                    );
+                        ) => Some(fetched?),
+                        () = cancel.cancelled() => None,
+                    };
+                    pending = fetched;
                 } else {
                     self.finish_write().await?;
                 }
@@ -728,25 +953,62 @@ impl Run {
     async fn fetch_page(
         &self,
         client: &mut Client,
-        paginator: &Paginator<'_>,
+        paginator: &mut Paginator<'_>,
         extractor: &Extractor<'_>,
         projection: Option<&PageProjection>,
         readd: bool,
     ) -> Result<Fetched, Fail> {
+        use std::sync::atomic::Ordering;
         let connector = &self.importer.connector;
-        let vars = paginator.variables();
-        let follow = paginator
+        let mut vars = paginator.variables();
+        let mut follow = paginator
             .follow_url(client.secrets())
             .map_err(Fail::Other)?;
         let mut attempt = 0;
+        let mut skipped = 0;
         loop {
             attempt += 1;
-            let (prepared, response) = client
+            let sent = client
                 .send(&|c: &Client| match &follow {
                     Some(url) => c.prepare_follow(url, &connector.request, readd, &vars),
                     None => c.prepare(&connector.request, &vars),
                 })
-                .await?;
+                .await;
+            let (prepared, response) = match sent {
+                Ok(sent) => sent,
+                Err(
+                    error @ ClientError::Rule {
+                        action: ErrorAction::RestartPass,
+                        ..
+                    },
+                ) if self.restarts.load(Ordering::SeqCst) < PASS_RESTARTS => {
+                    // The pass keeps its kind and its `since`: an incremental pass
+                    // re-queries from the watermark, a full pass reads from the start.
+                    self.restarts.fetch_add(1, Ordering::SeqCst);
+                    tracing::warn!(importer = %self.importer.id, error = %error, "The service no longer accepts the saved position; restarting the pass.");
+                    paginator.restart();
+                    vars = paginator.variables();
+                    follow = None;
+                    attempt = 0;
+                    continue;
+                }
+                Err(
+                    error @ ClientError::Rule {
+                        action: ErrorAction::SkipPage,
+                        ..
+                    },
+                ) if skipped < PAGE_SKIPS => {
+                    if !paginator.skip() {
+                        return Err(error.into());
+                    }
+                    skipped += 1;
+                    tracing::warn!(importer = %self.importer.id, error = %error, "Skipped a page an error rule recognised.");
+                    vars = paginator.variables();
+                    attempt = 0;
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
             let blank = response.body.iter().all(u8::is_ascii_whitespace);
             if blank && matches!(response.status, 204 | 304) {
                 return Ok((prepared, response, None));
@@ -872,4 +1134,42 @@ impl Run {
         }
         Ok(())
     }
+}
+
+/// The first value of `contact` longer than `limit` bytes, as (field, length): such a
+/// record is skipped and counted instead of stored (a 200 MB value was stored whole, with
+/// a 200 MB change event). Custom values count as the text they are stored as.
+fn oversized_value(
+    contact: &ContactRecord,
+    bindings: &[FieldBinding],
+    limit: u64,
+) -> Option<(String, usize)> {
+    let standard = [
+        ("email", Some(&contact.email)),
+        ("first_name", contact.first_name.as_ref()),
+        ("last_name", contact.last_name.as_ref()),
+        ("phone", contact.phone.as_ref()),
+        ("organization", contact.organization.as_ref()),
+        ("external_id", contact.external_id.as_ref()),
+    ];
+    for (name, value) in standard {
+        if let Some(value) = value
+            && value.len() as u64 > limit
+        {
+            return Some((name.to_string(), value.len()));
+        }
+    }
+    contact.custom_values.iter().find_map(|custom| {
+        let length = match &custom.value {
+            FieldValue::Text(text) => text.len(),
+            FieldValue::List(items) => items.iter().map(|i| i.len() + 4).sum(),
+            FieldValue::Number(_) | FieldValue::Date(_) => 0,
+        };
+        (length as u64 > limit).then(|| {
+            let tag = bindings
+                .get(custom.field)
+                .map_or("a custom value", |b| b.tag.as_str());
+            (tag.to_string(), length)
+        })
+    })
 }

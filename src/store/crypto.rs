@@ -44,7 +44,7 @@ impl TokenCipher {
     /// `Other` when the material is shorter than 16 bytes.
     pub fn from_material(material: &[u8]) -> StoreResult<Self> {
         if material.len() < MIN_KEY_BYTES {
-            return Err(StoreError::Other(format!(
+            return Err(StoreError::Key(format!(
                 "encryption key is too short: at least {MIN_KEY_BYTES} bytes are needed"
             )));
         }
@@ -75,7 +75,7 @@ impl TokenCipher {
                     aad: name.as_bytes(),
                 },
             )
-            .map_err(|_| StoreError::Other(format!("token `{name}` could not be encrypted")))?;
+            .map_err(|_| StoreError::Token(format!("token `{name}` could not be encrypted")))?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
         Ok(out)
@@ -88,7 +88,7 @@ impl TokenCipher {
     /// was tampered with; the message says which token, never its content.
     pub fn open(&self, name: &str, sealed: &[u8]) -> StoreResult<String> {
         let refused = || {
-            StoreError::Other(format!(
+            StoreError::Token(format!(
                 "token `{name}` could not be decrypted: the encryption key differs from the one it was saved with, or the value is damaged"
             ))
         };
@@ -119,35 +119,79 @@ pub fn default_key_path(database: &Path) -> PathBuf {
 
 /// Reads a key file, or creates it with 32 random bytes (hex, owner-only) when missing.
 /// Key files hold hex text so that an admin can copy one into a secret manager.
+///
+/// The file is created atomically: the key is written and synced to a temporary file
+/// beside it, which is then hard-linked into place (a link, unlike a rename, fails when
+/// the name exists). Two first runs racing therefore both end up with the one complete key
+/// that won, and a crash leaves no empty or half-written key file behind.
+///
+/// # Errors
+/// `Key` when the file exists but is shorter than a key (it says what to do), `File` when
+/// it cannot be read or created.
 pub fn read_or_create_key_file(path: &Path) -> StoreResult<Vec<u8>> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(trim_newline(bytes)),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            let mut key = [0u8; 32];
-            rand::rng().fill_bytes(&mut key);
-            let text: String = key.iter().map(|b| format!("{b:02x}")).collect();
-            let created = create_owner_only(path).and_then(|mut file| {
-                file.write_all(text.as_bytes())?;
-                file.sync_all()
-            });
-            match created {
-                Ok(()) => Ok(text.into_bytes()),
-                // Another process created it between our read and create: use theirs.
-                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-                    std::fs::read(path).map(trim_newline).map_err(|error| {
-                        StoreError::Other(format!("reading key file {}: {error}", path.display()))
-                    })
-                }
-                Err(error) => Err(StoreError::Other(format!(
-                    "creating key file {}: {error}",
-                    path.display()
-                ))),
-            }
+    match read_key_file(path) {
+        Err(StoreError::File { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {
+            create_key_file(path)
         }
-        Err(error) => Err(StoreError::Other(format!(
-            "reading key file {}: {error}",
+        read => read,
+    }
+}
+
+/// Reads an existing key file, refusing one too short to be a key.
+fn read_key_file(path: &Path) -> StoreResult<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|cause| StoreError::File {
+        action: "reading key file",
+        path: path.to_path_buf(),
+        cause,
+    })?;
+    let key = trim_newline(bytes);
+    if key.len() < MIN_KEY_BYTES {
+        let what = if key.is_empty() {
+            String::from("is empty")
+        } else {
+            format!("holds only {} bytes", key.len())
+        };
+        return Err(StoreError::Key(format!(
+            "key file {} {what}; a key needs at least {MIN_KEY_BYTES}. If no token was ever saved with it (a first run that was interrupted), delete the file and a new key is generated; otherwise restore it from the store's backup",
             path.display()
-        ))),
+        )));
+    }
+    Ok(key)
+}
+
+/// Creates the key file atomically (see [`read_or_create_key_file`]); when another
+/// process linked its key first, reads that one.
+fn create_key_file(path: &Path) -> StoreResult<Vec<u8>> {
+    let file_error = |action: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |cause| StoreError::File {
+            action,
+            path,
+            cause,
+        }
+    };
+    let mut key = [0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    let text: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let mut suffix = [0u8; 8];
+    rand::rng().fill_bytes(&mut suffix);
+    let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".{suffix}.tmp"));
+    let aside = PathBuf::from(aside);
+    create_owner_only(&aside)
+        .and_then(|mut file| {
+            file.write_all(text.as_bytes())?;
+            file.sync_all()
+        })
+        .map_err(file_error("creating key file", &aside))?;
+    let linked = std::fs::hard_link(&aside, path);
+    let _ = std::fs::remove_file(&aside);
+    match linked {
+        Ok(()) => Ok(text.into_bytes()),
+        // Another process linked its key first: use theirs, complete by construction.
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => read_key_file(path),
+        Err(cause) => Err(file_error("creating key file", path)(cause)),
     }
 }
 

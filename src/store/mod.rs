@@ -8,9 +8,13 @@
 //! Layout: [`crypto`] (token encryption and key files), [`lease`] (run-lease owner
 //! identity), [`page`] (backend-independent planning of one page write: de-duplication,
 //! the membership and empty-value rules, change detection), [`migrate`] (embedded
-//! schema migrations), and the two backends [`sqlite`] and [`postgres`]. Each backend
-//! only reads what a page needs, hands it to [`page::plan_page`], and writes the plan
-//! set-based, so the rules live in one place and both backends agree.
+//! schema migrations), [`sql`] (the one SQL layer: every [`Store`] method written once,
+//! generic over a backend's `Dialect`), and the two dialects [`sqlite`] and
+//! [`postgres`], which keep only what truly differs: opening, placeholders for sets of
+//! keys and row locks, how times and JSON are stored, `write_page`'s batching, and
+//! SQLite's checkpointer. A page write reads what it needs, hands it to
+//! [`page::plan_page`], and writes the plan set-based, so the rules live in one place and
+//! both backends agree.
 //!
 //! The store must never hold a secret in clear text, never erase a stored value with an
 //! empty one, and never make a bounced or unsubscribed contact active.
@@ -32,9 +36,14 @@ pub mod lease;
 pub(crate) mod migrate;
 pub mod page;
 pub mod postgres;
+pub(crate) mod sql;
 pub mod sqlite;
 
 /// Errors of the store, mapped to meaning at the boundary.
+///
+/// Each variant prints its cause in its own message and reports no `source()`: callers
+/// keep `to_string()` (a run's last error, the engine's messages), and the CLI prints
+/// error chains with `{:#}`, so a cause that was both would be printed twice.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The lease was lost to another run (fencing token changed or expired).
@@ -59,12 +68,105 @@ pub enum StoreError {
         /// Newest version this binary knows.
         supported: i64,
     },
-    /// Any database error.
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-    /// Anything else (migrations, I/O, crypto).
+    /// A migration this store has applied differs from the one this binary carries.
+    #[error(
+        "store migration {version} was applied with different SQL than this binary carries (its checksum differs): a released migration was edited; restore it and add a new migration instead"
+    )]
+    MigrationChanged {
+        /// The edited migration's version.
+        version: i64,
+    },
+    /// Migrating failed for another reason.
+    #[error("migrating the store: {cause}")]
+    Migration {
+        /// What sqlx reported.
+        cause: String,
+    },
+    /// The database could not be reached or refused the connection. Callers name the
+    /// store (its masked URL) in their context, so the message does not repeat it.
+    #[error("cannot connect: {cause}")]
+    Unreachable {
+        /// The store URL, its password masked.
+        url: String,
+        /// The real cause (connection refused, authentication failed, no such database,
+        /// timed out).
+        cause: String,
+    },
+    /// The store URL is not one tributary can open.
     #[error("{0}")]
-    Other(String),
+    BadUrl(String),
+    /// A file of the store (the SQLite file, its directory, its key file) could not be
+    /// read or written.
+    #[error("{action} {}: {cause}", path.display())]
+    File {
+        /// What was being done (`creating store`, `reading key file`, ...).
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        cause: std::io::Error,
+    },
+    /// The token-encryption key is unusable (too short, an empty key file, ...), or a
+    /// token call was made where no key is configured; the message says what to do.
+    #[error("{0}")]
+    Key(String),
+    /// A kept token could not be sealed or opened (never shows the token).
+    #[error("{0}")]
+    Token(String),
+    /// A page names a list or custom field that is not in the store.
+    #[error(
+        "importer `{importer}` wrote a page for a list or custom field that is not in the store"
+    )]
+    MissingParent {
+        /// Importer id.
+        importer: String,
+    },
+    /// Contacts a page writes for were deleted while it was being written.
+    #[error(
+        "importer `{importer}`: {count} contact(s) were deleted while their page was being written"
+    )]
+    ContactsDeleted {
+        /// Importer id.
+        importer: String,
+        /// How many.
+        count: usize,
+    },
+    /// Concurrent writers kept creating the same contacts while this page was written
+    /// (each time it was planned again).
+    #[error(
+        "importer `{importer}`: other writers kept creating the same contacts at the same moment; try again"
+    )]
+    WriteRaced {
+        /// Importer id.
+        importer: String,
+    },
+    /// The store holds something this binary cannot read (an unknown word, a bad time).
+    #[error("unexpected {what} `{value}` in the store")]
+    Corrupt {
+        /// What was read (`field type`, `time`, ...).
+        what: &'static str,
+        /// The stored text.
+        value: String,
+    },
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        StoreError::Database(error)
+    }
+}
+
+impl StoreError {
+    /// A stored word or value this binary does not understand.
+    pub(crate) fn corrupt(what: &'static str, value: impl std::fmt::Display) -> Self {
+        StoreError::Corrupt {
+            what,
+            value: value.to_string(),
+        }
+    }
 }
 
 /// Result alias for store calls.
@@ -154,8 +256,9 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
-/// The store interface. Implemented by `sqlite::SqliteStore` and
-/// `postgres::PostgresStore`; `open` picks one from the URL scheme.
+/// The store interface, implemented once by `sql::SqlStore` for both backends
+/// (`sqlite::SqliteStore`, `postgres::PostgresStore`); `open` picks one from the URL
+/// scheme.
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Creates the list if missing and returns its id.
@@ -232,6 +335,13 @@ pub trait Store: Send + Sync {
 
     /// Records when the importer should run next (shown by status, used after restart).
     async fn set_next_run(&self, importer: &str, at: Option<DateTime<Utc>>) -> StoreResult<()>;
+
+    /// Carries an importer's state (watermark, saved position, schedule), run history
+    /// and the provenance of what it imported (contact sources, field values) over to a
+    /// new id, as for a renamed importer file. Refused when the new id already has any of
+    /// them; change events keep the id they were recorded under. The caller holds both
+    /// ids' leases.
+    async fn move_importer(&self, from: &str, to: &str) -> StoreResult<()>;
 
     /// Sets or clears the "needs new credentials" flag; a person must act when it is set.
     async fn set_needs_new_credentials(&self, importer: &str, needed: bool) -> StoreResult<()>;
@@ -324,6 +434,9 @@ pub struct StoreOptions {
     /// Whether this process keeps tokens. The CLI's contact and field commands never do:
     /// with `false` no key is read or generated, and token calls are refused.
     pub keep_tokens: bool,
+    /// Where the store reads the time (leases, retention, the times it records).
+    /// Default: the system clock.
+    pub clock: Clock,
 }
 
 impl Default for StoreOptions {
@@ -334,6 +447,7 @@ impl Default for StoreOptions {
             retention: DEFAULT_RETENTION,
             max_connections: None,
             keep_tokens: true,
+            clock: Clock::System,
         }
     }
 }
@@ -347,20 +461,101 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 /// `postgresql://...`.
 ///
 /// # Errors
-/// `TooNew` when the store was migrated by a newer tributary; `Other` for an unknown
-/// scheme, an unreadable key, or a file that cannot be created.
+/// `TooNew` when the store was migrated by a newer tributary, `MigrationChanged` when a
+/// migration it applied was edited since, `Unreachable` (within a few seconds, with the
+/// real cause) when a database cannot be reached, `BadUrl`, `File` or `Key` for an
+/// unusable URL, store file or key.
 pub async fn open(url: &str, options: StoreOptions) -> StoreResult<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        let store = sqlite::SqliteStore::open(url, options).await?;
-        Ok(Arc::new(store))
+        Ok(Arc::new(sqlite::SqliteStore::open(url, options).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        postgres::PostgresStore::open(url, options).await
+        Ok(Arc::new(postgres::PostgresStore::open(url, options).await?))
     } else {
         let scheme = url.split(':').next().unwrap_or_default();
-        Err(StoreError::Other(format!(
+        Err(StoreError::BadUrl(format!(
             "unsupported store url scheme `{scheme}`: use `sqlite://PATH` or `postgres://...`"
         )))
     }
+}
+
+/// Where the store reads the time: for the expiry of run leases, for retention (what
+/// `prune` deletes, and when `finish_run` prunes by itself), and for the times it records.
+///
+/// Tests drive a [`ManualClock`] instead of sleeping. With the system clock, PostgreSQL
+/// judges lease expiry by the database server's clock, so that nodes sharing one database
+/// agree on whether a lease has expired even when their own clocks are skewed.
+#[derive(Debug, Clone, Default)]
+pub enum Clock {
+    /// This host's clock (PostgreSQL leases: the database server's).
+    #[default]
+    System,
+    /// A clock its owner sets and advances; every store opened with a clone of it reads
+    /// the same time.
+    Manual(ManualClock),
+}
+
+/// A clock that only moves when told to (tests).
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<std::sync::Mutex<DateTime<Utc>>>);
+
+impl ManualClock {
+    /// A clock showing `start`.
+    pub fn new(start: DateTime<Utc>) -> Self {
+        ManualClock(Arc::new(std::sync::Mutex::new(start)))
+    }
+
+    /// The time it shows.
+    pub fn now(&self) -> DateTime<Utc> {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Moves it forward.
+    pub fn advance(&self, by: Duration) {
+        let mut now = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *now += chrono_duration(by);
+    }
+}
+
+impl Clock {
+    /// The time this clock shows.
+    pub fn now(&self) -> DateTime<Utc> {
+        match self {
+            Clock::System => Utc::now(),
+            Clock::Manual(clock) => clock.now(),
+        }
+    }
+}
+
+/// A store URL fit for messages: a password (in the authority or as a `password` query
+/// parameter) is replaced by `****`.
+pub fn masked_url(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return String::from("(an unparsable url)");
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("****"));
+    }
+    if parsed.query_pairs().any(|(key, _)| key == "password") {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(key, value)| {
+                let value = if key == "password" {
+                    "****".into()
+                } else {
+                    value.into_owned()
+                };
+                (key.into_owned(), value)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
 }
 
 /// Who made a custom field.
@@ -386,7 +581,7 @@ impl FieldOrigin {
         match text {
             "person" => Ok(FieldOrigin::Person),
             "import" => Ok(FieldOrigin::Import),
-            other => Err(StoreError::Other(format!("unknown field origin `{other}`"))),
+            other => Err(StoreError::corrupt("field origin", other)),
         }
     }
 }
@@ -457,9 +652,7 @@ impl ContactStatus {
             "normal" => Ok(ContactStatus::Normal),
             "bounced" => Ok(ContactStatus::Bounced),
             "unsubscribed" => Ok(ContactStatus::Unsubscribed),
-            other => Err(StoreError::Other(format!(
-                "unknown contact status `{other}`"
-            ))),
+            other => Err(StoreError::corrupt("contact status", other)),
         }
     }
 }
@@ -470,6 +663,9 @@ impl ContactStatus {
 pub enum MembershipStatus {
     /// Receives the list's mail.
     Active,
+    /// Not mailable now, but not an opt-out either (Mailchimp `pending`, Shopify
+    /// `not_subscribed`): becomes active when the service says subscribed.
+    Pending,
     /// Left the list; an import never makes it active again.
     Unsubscribed,
 }
@@ -479,6 +675,7 @@ impl MembershipStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             MembershipStatus::Active => "active",
+            MembershipStatus::Pending => "pending",
             MembershipStatus::Unsubscribed => "unsubscribed",
         }
     }
@@ -486,10 +683,9 @@ impl MembershipStatus {
     pub(crate) fn parse(text: &str) -> StoreResult<Self> {
         match text {
             "active" => Ok(MembershipStatus::Active),
+            "pending" => Ok(MembershipStatus::Pending),
             "unsubscribed" => Ok(MembershipStatus::Unsubscribed),
-            other => Err(StoreError::Other(format!(
-                "unknown membership status `{other}`"
-            ))),
+            other => Err(StoreError::corrupt("membership status", other)),
         }
     }
 }
@@ -600,9 +796,7 @@ impl ChangeOrigin {
         match text {
             "import" => Ok(ChangeOrigin::Import),
             "person" => Ok(ChangeOrigin::Person),
-            other => Err(StoreError::Other(format!(
-                "unknown change origin `{other}`"
-            ))),
+            other => Err(StoreError::corrupt("change origin", other)),
         }
     }
 }
@@ -634,7 +828,7 @@ impl ChangeKind {
             "contact_created" => Ok(ChangeKind::ContactCreated),
             "contact_changed" => Ok(ChangeKind::ContactChanged),
             "membership_changed" => Ok(ChangeKind::MembershipChanged),
-            other => Err(StoreError::Other(format!("unknown change kind `{other}`"))),
+            other => Err(StoreError::corrupt("change kind", other)),
         }
     }
 }
@@ -703,7 +897,7 @@ pub(crate) fn field_type_from_str(text: &str) -> StoreResult<CustomFieldType> {
         "number" => Ok(CustomFieldType::Number),
         "date" => Ok(CustomFieldType::Date),
         "list" => Ok(CustomFieldType::List),
-        other => Err(StoreError::Other(format!("unknown field type `{other}`"))),
+        other => Err(StoreError::corrupt("field type", other)),
     }
 }
 
@@ -722,7 +916,7 @@ pub(crate) fn run_outcome_from_str(text: &str) -> StoreResult<RunOutcome> {
         "partial" => Ok(RunOutcome::Partial),
         "failed" => Ok(RunOutcome::Failed),
         "cancelled" => Ok(RunOutcome::Cancelled),
-        other => Err(StoreError::Other(format!("unknown run outcome `{other}`"))),
+        other => Err(StoreError::corrupt("run outcome", other)),
     }
 }
 

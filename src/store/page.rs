@@ -12,8 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Map, Value};
 
-use sqlx::{ColumnIndex, Decode, Row, Type};
-
+use super::sql::RowGet;
 use super::{ChangeKind, ContactStatus, MembershipStatus, StoreResult};
 use crate::model::{ContactRecord, PageOutcome, PageWrite, SubscriptionMeaning, normalize_email};
 
@@ -205,8 +204,8 @@ pub fn prepare(page: &PageWrite<'_>) -> PreparedPage {
     let mut by_email: HashMap<String, usize> = HashMap::with_capacity(page.contacts.len());
     let mut hashes: Vec<Vec<&str>> = Vec::new();
     for record in page.contacts {
-        let email = normalize_email(&record.email)
-            .unwrap_or_else(|| caseless::default_case_fold_str(record.email.trim()));
+        let email =
+            normalize_email(&record.email).unwrap_or_else(|| record.email.trim().to_lowercase());
         let index = match by_email.get(&email) {
             Some(&index) => {
                 hashes[index].push(&record.content_hash);
@@ -284,33 +283,24 @@ fn merge_into(
 /// first name, last name, phone, organization, contact status, this importer's source
 /// hash, the source's list, whether the source is marked deleted, the membership status
 /// in the page's list (the last five NULL where there is no source or membership).
-pub fn existing_from_row<R>(row: &R) -> StoreResult<(String, ExistingContact)>
-where
-    R: Row,
-    usize: ColumnIndex<R>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> &'r str: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
-{
-    let membership: Option<String> = row.try_get(10)?;
-    let deleted: Option<bool> = row.try_get(9)?;
+pub fn existing_from_row(row: &impl RowGet) -> StoreResult<(String, ExistingContact)> {
     let contact = ExistingContact {
-        contact_id: row.try_get(1)?,
-        first_name: row.try_get(2)?,
-        last_name: row.try_get(3)?,
-        phone: row.try_get(4)?,
-        organization: row.try_get(5)?,
-        status: ContactStatus::parse(row.try_get(6)?)?,
-        source_hash: row.try_get(7)?,
-        source_list: row.try_get(8)?,
-        source_deleted: deleted.unwrap_or(false),
-        membership: membership
+        contact_id: row.int(1)?,
+        first_name: row.opt_text(2)?,
+        last_name: row.opt_text(3)?,
+        phone: row.opt_text(4)?,
+        organization: row.opt_text(5)?,
+        status: ContactStatus::parse(&row.text(6)?)?,
+        source_hash: row.opt_text(7)?,
+        source_list: row.opt_int(8)?,
+        source_deleted: row.opt_flag(9)?.unwrap_or(false),
+        membership: row
+            .opt_text(10)?
             .as_deref()
             .map(MembershipStatus::parse)
             .transpose()?,
     };
-    Ok((row.try_get(0)?, contact))
+    Ok((row.text(0)?, contact))
 }
 
 /// Whether a record can be skipped: this importer wrote exactly this content for this
@@ -446,7 +436,17 @@ pub fn plan_page(
                     }
                 }
                 if changes.is_empty() {
-                    plan.outcome.unchanged += 1;
+                    // Nothing of the contact changed, but a contact this importer brings for
+                    // the first time gains it as a source, or its membership changes (a
+                    // pending member confirmed): that is written, so not `unchanged`.
+                    if old.source_hash.is_none()
+                        || membership_wanted(record.service_status, old.membership, status)
+                            .is_some()
+                    {
+                        plan.outcome.updated += 1;
+                    } else {
+                        plan.outcome.unchanged += 1;
+                    }
                 } else {
                     plan.contacts.push(ContactRow {
                         contact: index,
@@ -463,13 +463,7 @@ pub fn plan_page(
                 (status, old.membership)
             }
         };
-        let wanted = match record.service_status {
-            Some(SubscriptionMeaning::Unsubscribed) => (membership
-                != Some(MembershipStatus::Unsubscribed))
-            .then_some(MembershipStatus::Unsubscribed),
-            _ => (membership.is_none() && status == ContactStatus::Normal)
-                .then_some(MembershipStatus::Active),
-        };
+        let wanted = membership_wanted(record.service_status, membership, status);
         if let Some(wanted) = wanted {
             if wanted == MembershipStatus::Active {
                 plan.outcome.memberships_added += 1;
@@ -502,6 +496,38 @@ pub fn plan_page(
             .cmp(&prepared.records[b.contact].email)
     });
     plan
+}
+
+/// The membership an import moves a contact to in its list, if any: the rule of
+/// docs/store.md. Unsubscribed is final; a bounced or globally unsubscribed contact never
+/// gains a mailable (or pending) membership; `pending` ("not mailable now") follows the
+/// service both ways: a pending member who confirms becomes active, an active one the
+/// service says is pending again (Mailchimp `archived`, Shopify `not_subscribed`) stops
+/// being mailed. A record whose status the connector does not map changes nothing but
+/// a missing membership (joins as active, as before statuses existed).
+pub(crate) fn membership_wanted(
+    service: Option<SubscriptionMeaning>,
+    membership: Option<MembershipStatus>,
+    status: ContactStatus,
+) -> Option<MembershipStatus> {
+    use MembershipStatus::{Active, Pending, Unsubscribed};
+    if status != ContactStatus::Normal && service != Some(SubscriptionMeaning::Unsubscribed)
+        || membership == Some(Unsubscribed)
+    {
+        return None;
+    }
+    let target = match service {
+        Some(SubscriptionMeaning::Unsubscribed) => Unsubscribed,
+        Some(SubscriptionMeaning::Pending) => Pending,
+        Some(SubscriptionMeaning::Subscribed) => Active,
+        // Bounced: the contact row carries it; the membership is left as it is.
+        Some(SubscriptionMeaning::Bounced) => return None,
+        None => match membership {
+            None => Active,
+            Some(_) => return None,
+        },
+    };
+    (membership != Some(target)).then_some(target)
 }
 
 fn standard_fields(record: &MergedRecord) -> [(&'static str, Option<&str>); 4] {

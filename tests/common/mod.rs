@@ -3,4 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake;
+pub mod hostile;
+pub mod service;
+pub mod services;
 pub mod sync_env;

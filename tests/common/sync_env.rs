@@ -74,9 +74,17 @@ impl SyncEnv {
             .unwrap()
     }
 
-    /// Runs an importer with default options.
+    /// Runs an importer with default options and the `limits` of `tributary.yaml`.
     pub async fn run(&self, importer: &str) -> Result<RunSummary, RunError> {
-        self.run_with(importer, RunOptions::default()).await
+        let limits = self.plan().daemon.limits;
+        self.run_with(
+            importer,
+            RunOptions {
+                limits,
+                ..RunOptions::default()
+            },
+        )
+        .await
     }
 
     /// Runs an importer with `options`.
@@ -91,7 +99,14 @@ impl SyncEnv {
             .get(importer)
             .expect("importer exists")
             .clone();
-        let store = self.store().await;
+        // A store that cannot be opened fails the run as the CLI's would, so tests that
+        // cut the store's connections see a failed run, not a panic.
+        let store = tributary::store::open(&self.store_url, StoreOptions::default())
+            .await
+            .map_err(|source| RunError::Store {
+                importer: importer.id.clone(),
+                source,
+            })?;
         run_importer(importer, store, options).await
     }
 

@@ -1,7 +1,7 @@
 //! Run history, importer state, and pruning after the retention.
 
 use chrono::{Duration as Days, Utc};
-use tributary::store::{RunCounts, RunOutcome};
+use tributary::store::{Clock, ManualClock, RunCounts, RunOutcome};
 
 use super::harness::{Ctx, RecordExt, importer, on_both_backends, rec};
 
@@ -91,6 +91,44 @@ async fn importer_state_flags_and_schedule(ctx: Ctx) {
     assert_eq!(all.len(), 1);
 }
 
+async fn an_importer_moves_to_a_new_id_with_its_state_and_provenance(ctx: Ctx) {
+    let crm = importer(&ctx.store, "crm", "customers").await;
+    crm.write(&ctx.store, &[rec("ada@example.com")])
+        .await
+        .unwrap();
+    ctx.store
+        .set_next_run("crm", Some(Utc::now() + Days::minutes(30)))
+        .await
+        .unwrap();
+    let before = ctx.store.importer_state("crm").await.unwrap();
+    let runs = ctx.store.runs("crm", 10).await.unwrap().len();
+    ctx.store.move_importer("crm", "crm-renamed").await.unwrap();
+    let moved = ctx.store.importer_state("crm-renamed").await.unwrap();
+    assert_eq!(moved.checkpoint.watermark, before.checkpoint.watermark);
+    assert_eq!(moved.next_run_at, before.next_run_at);
+    assert_eq!(ctx.store.runs("crm-renamed", 10).await.unwrap().len(), runs);
+    assert!(ctx.store.runs("crm", 10).await.unwrap().is_empty());
+    assert!(
+        ctx.store
+            .importer_state("crm")
+            .await
+            .unwrap()
+            .next_run_at
+            .is_none()
+    );
+    // Onto an id with history: refused, nothing moved.
+    let other = importer(&ctx.store, "other", "customers").await;
+    other
+        .write(&ctx.store, &[rec("bob@example.com")])
+        .await
+        .unwrap();
+    let refused = ctx.store.move_importer("crm-renamed", "other").await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(ctx.store.runs("crm-renamed", 10).await.unwrap().len(), runs);
+    // From an id with nothing: not found.
+    assert!(ctx.store.move_importer("nobody", "somebody").await.is_err());
+}
+
 async fn events_and_runs_are_pruned_after_the_retention(ctx: Ctx) {
     let crm = importer(&ctx.store, "crm", "customers").await;
     crm.write(&ctx.store, &[rec("ada@example.com")])
@@ -130,8 +168,51 @@ async fn events_and_runs_are_pruned_after_the_retention(ctx: Ctx) {
     assert_eq!(pruned.change_events, 2);
 }
 
+/// `finish_run` prunes by itself, at most once an hour of the store's clock, what is
+/// older than the retention by that clock: driven here over 91 days without sleeping.
+async fn finished_runs_prune_by_the_store_clock(ctx: Ctx) {
+    let clock = ManualClock::new(Utc::now());
+    let mut options = ctx.options();
+    options.clock = Clock::Manual(clock.clone());
+    let store = ctx.reopen(options).await.unwrap();
+    let crm = importer(&store, "crm", "customers").await;
+    crm.write(&store, &[rec("ada@example.com")]).await.unwrap();
+    let finish = async |run_id| {
+        store
+            .finish_run(run_id, RunOutcome::Completed, &RunCounts::default(), None)
+            .await
+            .unwrap();
+    };
+    finish(crm.run_id).await;
+    assert_eq!(store.change_events(0, 10).await.unwrap().len(), 2);
+
+    // 89 days on: within the retention, nothing goes.
+    clock.advance(std::time::Duration::from_secs(89 * 86_400));
+    let second = store.begin_run("crm").await.unwrap();
+    finish(second).await;
+    assert_eq!(store.change_events(0, 10).await.unwrap().len(), 2);
+    assert_eq!(store.runs("crm", 10).await.unwrap().len(), 2);
+
+    // 91 days after the first run: its events and its history go, the rest stays.
+    clock.advance(std::time::Duration::from_secs(2 * 86_400));
+    let third = store.begin_run("crm").await.unwrap();
+    finish(third).await;
+    assert!(store.change_events(0, 10).await.unwrap().is_empty());
+    let runs: Vec<i64> = store
+        .runs("crm", 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|run| run.run_id)
+        .collect();
+    assert_eq!(runs, [third, second]);
+    assert_eq!(ctx.count("SELECT COUNT(*) FROM contacts").await, 1);
+}
+
 on_both_backends!(
+    finished_runs_prune_by_the_store_clock,
     runs_keep_their_counts_newest_first,
     importer_state_flags_and_schedule,
+    an_importer_moves_to_a_new_id_with_its_state_and_provenance,
     events_and_runs_are_pruned_after_the_retention,
 );

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
+use chrono::Utc;
 use tributary::model::Checkpoint;
-use tributary::store::StoreError;
 use tributary::store::lease::LeaseHolder;
+use tributary::store::{Clock, ManualClock, StoreError};
 
 use super::harness::{Ctx, RecordExt, importer, on_both_backends, rec};
 
@@ -24,13 +25,16 @@ fn dead_pid() -> u32 {
 }
 
 async fn a_held_lease_excludes_others_until_it_expires(ctx: Ctx) {
+    // Time is driven, never slept: every store here reads this clock.
+    let clock = ManualClock::new(Utc::now());
     // Another live process of this host (pid 1 always exists).
     let mut options = ctx.options();
+    options.clock = Clock::Manual(clock.clone());
+    let store = ctx.reopen(options.clone()).await.unwrap();
     options.lease_holder = holder(1);
     let other = ctx.reopen(options).await.unwrap();
 
-    let first = ctx
-        .store
+    let first = store
         .acquire_lease("crm", Duration::from_secs(1))
         .await
         .unwrap()
@@ -45,7 +49,7 @@ async fn a_held_lease_excludes_others_until_it_expires(ctx: Ctx) {
     );
     // The same process cannot start a second run of the importer either.
     assert!(
-        ctx.store
+        store
             .acquire_lease("crm", Duration::from_secs(60))
             .await
             .unwrap()
@@ -60,7 +64,7 @@ async fn a_held_lease_excludes_others_until_it_expires(ctx: Ctx) {
             .is_some()
     );
 
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    clock.advance(Duration::from_millis(1300));
     let second = other
         .acquire_lease("crm", Duration::from_secs(60))
         .await
@@ -70,20 +74,18 @@ async fn a_held_lease_excludes_others_until_it_expires(ctx: Ctx) {
     assert_ne!(second.owner, first.owner);
 
     // The first holder lost it: renewing and writing are refused.
-    let renewed = ctx
-        .store
+    let renewed = store
         .renew_lease(&first, Duration::from_secs(60))
         .await
         .unwrap_err();
     assert!(matches!(renewed, StoreError::LeaseLost { .. }), "{renewed}");
-    let list_id = ctx.store.ensure_list("customers").await.unwrap();
-    let run_id = ctx.store.begin_run("crm").await.unwrap();
+    let list_id = store.ensure_list("customers").await.unwrap();
+    let run_id = store.begin_run("crm").await.unwrap();
     let checkpoint = Checkpoint {
         fingerprint: Some("stale".into()),
         ..Checkpoint::default()
     };
-    let written = ctx
-        .store
+    let written = store
         .write_page(tributary::model::PageWrite {
             importer: "crm",
             run_id,
@@ -97,22 +99,20 @@ async fn a_held_lease_excludes_others_until_it_expires(ctx: Ctx) {
         .await
         .unwrap_err();
     assert!(matches!(written, StoreError::LeaseLost { .. }), "{written}");
-    let saved = ctx
-        .store
+    let saved = store
         .save_checkpoint("crm", first.fencing_token, &checkpoint)
         .await
         .unwrap_err();
     assert!(matches!(saved, StoreError::LeaseLost { .. }), "{saved}");
     assert_eq!(ctx.count("SELECT COUNT(*) FROM contacts").await, 0);
     assert_eq!(
-        ctx.store.importer_state("crm").await.unwrap().checkpoint,
+        store.importer_state("crm").await.unwrap().checkpoint,
         Checkpoint::default()
     );
 
     // Released, it is free at once.
     other.release_lease(&second).await.unwrap();
-    let third = ctx
-        .store
+    let third = store
         .acquire_lease("crm", Duration::from_secs(60))
         .await
         .unwrap()
@@ -121,23 +121,25 @@ async fn a_held_lease_excludes_others_until_it_expires(ctx: Ctx) {
 }
 
 async fn renewing_and_writing_keep_the_lease(ctx: Ctx) {
+    // Time is driven, never slept: every store here reads this clock.
+    let clock = ManualClock::new(Utc::now());
     let mut options = ctx.options();
+    options.clock = Clock::Manual(clock.clone());
+    let store = ctx.reopen(options.clone()).await.unwrap();
     options.lease_holder = holder(1);
     let other = ctx.reopen(options).await.unwrap();
-    let lease = ctx
-        .store
+    let lease = store
         .acquire_lease("crm", Duration::from_secs(1))
         .await
         .unwrap()
         .unwrap();
-    let renewed = ctx
-        .store
+    let renewed = store
         .renew_lease(&lease, Duration::from_secs(2))
         .await
         .unwrap();
     assert!(renewed.expires_at > lease.expires_at);
     assert_eq!(renewed.fencing_token, lease.fencing_token);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    clock.advance(Duration::from_millis(1200));
     assert!(
         other
             .acquire_lease("crm", Duration::from_secs(60))
@@ -231,7 +233,50 @@ async fn checkpoint_commits_with_the_page_or_not_at_all(ctx: Ctx) {
     );
 }
 
+/// A page write extends the lease by the lifetime it was taken with, so a run that keeps
+/// committing keeps it; one that stops loses it after exactly that lifetime, by the
+/// store's clock.
+async fn page_writes_extend_the_lease_by_the_clock(ctx: Ctx) {
+    let clock = ManualClock::new(Utc::now());
+    let mut options = ctx.options();
+    options.clock = Clock::Manual(clock.clone());
+    let store = ctx.reopen(options.clone()).await.unwrap();
+    options.lease_holder = holder(1);
+    let other = ctx.reopen(options).await.unwrap();
+    let crm = importer(&store, "crm", "customers").await;
+    let ttl = Duration::from_secs(300);
+    assert_eq!(
+        crm.lease.expires_at,
+        clock.now() + chrono::Duration::seconds(300)
+    );
+    for i in 0..3 {
+        clock.advance(ttl - Duration::from_secs(1));
+        crm.write(&store, &[rec(&format!("p{i}@example.com"))])
+            .await
+            .unwrap();
+        assert!(
+            other.acquire_lease("crm", ttl).await.unwrap().is_none(),
+            "held while pages commit"
+        );
+    }
+    clock.advance(ttl - Duration::from_secs(1));
+    assert!(other.acquire_lease("crm", ttl).await.unwrap().is_none());
+    clock.advance(Duration::from_secs(2));
+    let taken = other
+        .acquire_lease("crm", ttl)
+        .await
+        .unwrap()
+        .expect("expired by the clock");
+    assert_eq!(taken.fencing_token, crm.lease.fencing_token + 1);
+    let lost = crm
+        .write(&store, &[rec("late@example.com")])
+        .await
+        .unwrap_err();
+    assert!(matches!(lost, StoreError::LeaseLost { .. }), "{lost}");
+}
+
 on_both_backends!(
+    page_writes_extend_the_lease_by_the_clock,
     a_held_lease_excludes_others_until_it_expires,
     renewing_and_writing_keep_the_lease,
     a_lease_of_a_dead_local_process_is_taken_back_at_once,

@@ -2,9 +2,11 @@
 //! `<test>::postgres`), written once against the `Store` trait.
 
 mod cli;
+mod findings;
 mod harness;
 mod history;
 mod lease;
+mod open;
 mod perf;
 mod rules;
 mod schema;

@@ -233,6 +233,100 @@ async fn service_statuses_map_to_list_and_contact(ctx: Ctx) {
     assert_eq!(membership(&bob, "customers"), None);
 }
 
+/// "Not mailable now" (issue 18): a pending membership follows the service both ways
+/// (pending -> active when it says subscribed, active -> pending when it says pending
+/// again); an unsubscribed membership and a bounced contact never become pending or
+/// active; a connector that maps no status changes no existing membership.
+async fn pending_memberships_follow_the_service_but_never_lift_an_opt_out(ctx: Ctx) {
+    use SubscriptionMeaning::{Bounced, Pending, Subscribed, Unsubscribed};
+    let crm = importer(&ctx.store, "crm", "news").await;
+    let outcome = crm
+        .write(
+            &ctx.store,
+            &[
+                rec("ada@example.com").status(Pending),
+                rec("bob@example.com").status(Subscribed),
+                rec("cy@example.com").status(Unsubscribed),
+                rec("di@example.com").status(Bounced),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.memberships_added, 1, "only bob is mailable");
+    let states = |view: &ContactView| (view.status, membership(view, "news"));
+    use ContactStatus::{Bounced as B, Normal as N};
+    use MembershipStatus::{Active as A, Pending as P, Unsubscribed as U};
+    assert_eq!(
+        states(&contact(&ctx, "ada@example.com").await),
+        (N, Some(P))
+    );
+    assert_eq!(
+        states(&contact(&ctx, "bob@example.com").await),
+        (N, Some(A))
+    );
+    assert_eq!(states(&contact(&ctx, "cy@example.com").await), (N, Some(U)));
+    assert_eq!(states(&contact(&ctx, "di@example.com").await), (B, None));
+
+    // Ada confirms; Bob goes back to pending; Cy and Di say subscribed, which lifts
+    // neither the unsubscribe nor the bounce.
+    let outcome = crm
+        .write(
+            &ctx.store,
+            &[
+                rec("ada@example.com").first("Ada").status(Subscribed),
+                rec("bob@example.com").first("Bob").status(Pending),
+                rec("cy@example.com").first("Cy").status(Subscribed),
+                rec("di@example.com").first("Di").status(Subscribed),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.memberships_added, 1, "ada");
+    let ada = contact(&ctx, "ada@example.com").await;
+    assert_eq!(states(&ada), (N, Some(A)));
+    assert!(ada.lists[0].subscribed_at.is_some());
+    assert_eq!(
+        states(&contact(&ctx, "bob@example.com").await),
+        (N, Some(P))
+    );
+    assert_eq!(states(&contact(&ctx, "cy@example.com").await), (N, Some(U)));
+    assert_eq!(states(&contact(&ctx, "di@example.com").await), (B, None));
+
+    // A pending membership with no status from the service stays pending; a status
+    // change alone (nothing else of the contact changed) is written and counted.
+    crm.write(&ctx.store, &[rec("bob@example.com").last("B")])
+        .await
+        .unwrap();
+    assert_eq!(
+        states(&contact(&ctx, "bob@example.com").await),
+        (N, Some(P))
+    );
+    let outcome = crm
+        .write(
+            &ctx.store,
+            &[rec("bob@example.com").last("B").status(Subscribed)],
+        )
+        .await
+        .unwrap();
+    assert_eq!((outcome.updated, outcome.unchanged), (1, 0));
+    assert_eq!(
+        states(&contact(&ctx, "bob@example.com").await),
+        (N, Some(A))
+    );
+
+    // One event per membership change, never notifying.
+    let events = ctx
+        .count(
+            "SELECT COUNT(*) FROM change_events WHERE kind = 'membership_changed'
+             AND CAST(changes AS TEXT) LIKE '%pending%'",
+        )
+        .await;
+    assert_eq!(
+        events, 4,
+        "ada and bob pending, ada active, bob pending again, bob active"
+    );
+}
+
 async fn tags_reuse_and_lock_a_person_made_field(ctx: Ctx) {
     let tag = personalization_tag("batchbook", "Company (HQ)");
     assert_eq!(tag, "%BATCHBOOK_COMPANY_HQ%");
@@ -699,6 +793,7 @@ on_both_backends!(
     imports_add_members_but_never_reactivate,
     bounced_or_globally_unsubscribed_never_made_active,
     service_statuses_map_to_list_and_contact,
+    pending_memberships_follow_the_service_but_never_lift_an_opt_out,
     tags_reuse_and_lock_a_person_made_field,
     values_convert_to_the_existing_type_or_count_failures,
     field_values_remember_importer_and_run,

@@ -7,15 +7,20 @@ use tributary::store::{self, Backend, StoreError, StoreOptions};
 use super::harness::{Ctx, RecordExt, on_both_backends};
 
 async fn migrations_apply_once_and_a_newer_store_is_refused(ctx: Ctx) {
-    assert_eq!(ctx.count("SELECT COUNT(*) FROM tributary_schema").await, 2);
+    let applied = "SELECT COUNT(*) FROM tributary_schema";
+    assert_eq!(ctx.count(applied).await, 3);
     // Opening again applies nothing twice.
     ctx.reopen(ctx.options()).await.unwrap();
-    assert_eq!(ctx.count("SELECT COUNT(*) FROM tributary_schema").await, 2);
+    assert_eq!(ctx.count(applied).await, 3);
 
-    ctx.exec(
-        "INSERT INTO tributary_schema (version, description, checksum, applied_at)
-         VALUES (999, 'from the future', 'x', CURRENT_TIMESTAMP)",
-    )
+    let checksum = match ctx.backend {
+        Backend::Sqlite => "X'00'",
+        Backend::Postgres => "'\\x00'::bytea",
+    };
+    ctx.exec(&format!(
+        "INSERT INTO tributary_schema (version, description, success, checksum, execution_time)
+         VALUES (999, 'from the future', TRUE, {checksum}, 0)"
+    ))
     .await;
     let error = ctx.reopen(ctx.options()).await.err().unwrap();
     assert!(
@@ -25,6 +30,33 @@ async fn migrations_apply_once_and_a_newer_store_is_refused(ctx: Ctx) {
     let message = error.to_string();
     assert!(message.contains("newer than this binary"), "{message}");
     assert!(message.contains("upgrade tributary"), "{message}");
+}
+
+/// sqlx keeps a checksum of each applied migration: a store whose migration 1 was
+/// applied from other SQL than this binary carries (a released migration edited since)
+/// is refused with a message saying which and what to do, and left untouched.
+async fn an_edited_applied_migration_is_refused(ctx: Ctx) {
+    ctx.store.ensure_list("customers").await.unwrap();
+    let other_checksum = match ctx.backend {
+        Backend::Sqlite => "X'00'",
+        Backend::Postgres => "'\\x00'::bytea",
+    };
+    ctx.exec(&format!(
+        "UPDATE tributary_schema SET checksum = {other_checksum} WHERE version = 1"
+    ))
+    .await;
+    let error = ctx.reopen(ctx.options()).await.err().unwrap();
+    assert!(
+        matches!(error, StoreError::MigrationChanged { version: 1 }),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("store migration 1 was applied with different SQL"),
+        "{message}"
+    );
+    assert!(message.contains("add a new migration"), "{message}");
+    assert_eq!(ctx.count("SELECT COUNT(*) FROM lists").await, 1);
 }
 
 /// Page writes check a page's list and fields once (SQLite with its foreign keys switched
@@ -120,8 +152,57 @@ async fn missing_parents_are_refused_and_deletes_cascade(ctx: Ctx) {
     }
 }
 
+/// Migration 3 (pending memberships) keeps every membership a store already has: run
+/// again over rows of each status, it leaves them as they were and `pending` is allowed
+/// afterwards (SQLite rebuilds the table to change its CHECK).
+async fn the_pending_membership_migration_keeps_memberships(ctx: Ctx) {
+    let (now, ids) = match ctx.backend {
+        Backend::Sqlite => ("'2024-05-01T10:00:00Z'", ""),
+        Backend::Postgres => (
+            "TIMESTAMPTZ '2024-05-01T10:00:00Z'",
+            "OVERRIDING SYSTEM VALUE",
+        ),
+    };
+    ctx.exec(&format!(
+        "INSERT INTO lists (id, name, created_at) {ids} VALUES (1, 'news', {now});
+         INSERT INTO contacts (id, email, status, created_at, updated_at) {ids}
+            VALUES (1, 'a@example.com', 'normal', {now}, {now}),
+                   (2, 'b@example.com', 'normal', {now}, {now});
+         INSERT INTO memberships (list_id, contact_id, status, origin, created_at,
+            subscribed_at, unsubscribed_at, updated_at)
+            VALUES (1, 1, 'active', 'import', {now}, {now}, NULL, {now}),
+                   (1, 2, 'unsubscribed', 'person', {now}, NULL, {now}, {now});"
+    ))
+    .await;
+    let migration = match ctx.backend {
+        Backend::Sqlite => include_str!("../../migrations/sqlite/0003_pending_membership.sql"),
+        Backend::Postgres => {
+            include_str!("../../migrations/postgres/0003_pending_membership.sql")
+        }
+    };
+    ctx.exec(migration).await;
+    assert_eq!(
+        ctx.count(
+            "SELECT COUNT(*) FROM memberships WHERE (contact_id = 1 AND status = 'active'
+                AND subscribed_at IS NOT NULL) OR (contact_id = 2 AND status = 'unsubscribed'
+                AND origin = 'person' AND unsubscribed_at IS NOT NULL)"
+        )
+        .await,
+        2
+    );
+    ctx.exec("UPDATE memberships SET status = 'pending' WHERE contact_id = 1")
+        .await;
+    assert_eq!(
+        ctx.count("SELECT COUNT(*) FROM memberships WHERE status = 'pending'")
+            .await,
+        1
+    );
+}
+
 on_both_backends!(
     migrations_apply_once_and_a_newer_store_is_refused,
+    the_pending_membership_migration_keeps_memberships,
+    an_edited_applied_migration_is_refused,
     missing_parents_are_refused_and_deletes_cascade,
 );
 

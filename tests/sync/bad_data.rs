@@ -200,7 +200,7 @@ async fn a_custom_value_that_does_not_parse_is_counted_and_the_rest_kept() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_errors_and_429_are_retried_a_few_times() {
+async fn server_errors_and_429_are_retried_until_the_budget_is_spent() {
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
     let router = Router::new().route(
@@ -234,12 +234,27 @@ async fn server_errors_and_429_are_retried_a_few_times() {
     );
     let fake = FakeService::start(router).await;
     let env = SyncEnv::new();
+    std::fs::write(
+        &env.config,
+        format!(
+            "store: \"{}\"\nlimits: {{retry_budget: PT1S}}\n",
+            env.store_url
+        ),
+    )
+    .unwrap();
     env.connector("items", ITEMS_CONNECTOR);
     env.importer("it", &items_importer(&env, &fake.base));
+    let started = std::time::Instant::now();
     let error = env.run("it").await.unwrap_err().to_string();
-    // Page 1: 503, 429, then data. Page 2: three 500s, then the run fails.
-    assert_eq!(calls.load(Ordering::SeqCst), 6);
+    // Page 1: 503, 429, then data. Page 2: 500s until the second of budget is spent.
+    let calls = calls.load(Ordering::SeqCst);
+    assert!(calls >= 3 + 3, "{calls} calls");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
     assert!(error.contains("answered HTTP 500"), "{error}");
+    assert!(
+        error.contains("limits.retry_budget is 1 s"),
+        "names the budget: {error}"
+    );
     assert!(!error.contains(TOKEN), "{error}");
     assert!(error.contains("api_token=****"), "{error}");
     assert_eq!(

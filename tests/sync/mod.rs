@@ -3,11 +3,16 @@
 //! exact contacts, values and memberships stored afterwards.
 
 mod auth;
+mod backoff;
 mod bad_data;
 mod cli;
 mod crash;
+mod error_rules;
 mod fakes;
+mod oauth;
 mod passes;
+mod ratelimit;
+mod redirects;
 mod runs;
 mod styles;
 

@@ -31,7 +31,7 @@ async fn first_run_then_an_incremental_run() {
     let first = env.run("pd").await.unwrap();
     assert_eq!(first.pass, PassKind::First);
     // On a first run `since` and `cursor` render empty: the parameters are left out, not
-    // sent empty; later pages carry the cursor.
+    // sent empty; later pages carry the cursor. Parameters go in the order written.
     let keys = |r: &crate::common::fake::Recorded| -> Vec<String> {
         r.query.iter().map(|(k, _)| k.clone()).collect()
     };
@@ -43,7 +43,7 @@ async fn first_run_then_an_incremental_run() {
     );
     assert_eq!(
         keys(&first_requests[1]),
-        vec!["cursor", "limit", "sort_by", "sort_direction"]
+        vec!["limit", "cursor", "sort_by", "sort_direction"]
     );
     assert_eq!(first_requests[1].q("cursor"), Some("cur-2"));
     assert_eq!(first.outcome, RunOutcome::Completed);

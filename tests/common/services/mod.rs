@@ -1,0 +1,15 @@
+//! The real services, as data for the harness in `service.rs`: one module per service,
+//! each behaviour citing its source (the vendor's reference, or
+//! `../shared/reference/services.md` / `connector-review.md` with the sources they cite),
+//! or saying it is unverified.
+
+pub mod batchbook;
+pub mod bigcommerce;
+pub mod google_people;
+pub mod hubspot;
+pub mod mailchimp;
+pub mod pipedrive;
+pub mod pipedrive_v1;
+pub mod salesforce;
+pub mod shopify;
+pub mod stripe;
