@@ -15,6 +15,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use crate::config::diagnostic::{self, Diagnostic};
+use crate::config::read::Overlay;
 use crate::config::spec::{ConnectorSpec, ImporterSpec};
 use crate::config::{check, compile, read};
 use crate::plan::Plan;
@@ -90,8 +91,14 @@ pub fn load_plan(config_path: &Path) -> Result<Plan, Vec<Diagnostic>> {
 
 /// Reads the whole tree: the daemon config, every connector and every importer.
 pub fn load(config_path: &Path, options: LoadOptions) -> LoadReport {
+    load_overlaid(config_path, options, &Overlay::new())
+}
+
+/// [`load`], reading the connector and importer files named in `overlay` from there
+/// instead of the disk (the last good versions the daemon kept of broken files).
+pub fn load_overlaid(config_path: &Path, options: LoadOptions, overlay: &Overlay) -> LoadReport {
     let mut diagnostics = Vec::new();
-    let plan = run_stages(config_path, options, &mut diagnostics);
+    let plan = run_stages(config_path, options, overlay, &mut diagnostics);
     diagnostic::sort(&mut diagnostics);
     let usable = plan.and_then(|plan| usable_part(plan, config_path, &diagnostics));
     let plan = if diagnostic::has_errors(&diagnostics) {
@@ -130,7 +137,12 @@ fn usable_part(mut plan: Plan, config_path: &Path, diagnostics: &[Diagnostic]) -
     Some(plan)
 }
 
-fn run_stages(config_path: &Path, options: LoadOptions, out: &mut Vec<Diagnostic>) -> Option<Plan> {
+fn run_stages(
+    config_path: &Path,
+    options: LoadOptions,
+    overlay: &Overlay,
+    out: &mut Vec<Diagnostic>,
+) -> Option<Plan> {
     // Read.
     let daemon_file = read::read_daemon_file(config_path, is_default_location(config_path), out)?;
     let daemon = compile::daemon::compile(&daemon_file, options.resolve_credentials, out);
@@ -138,10 +150,16 @@ fn run_stages(config_path: &Path, options: LoadOptions, out: &mut Vec<Diagnostic
         &daemon_file,
         &daemon.connectors_dir,
         "connectors_dir",
+        overlay,
         out,
     );
-    let importers =
-        read::read_dir::<ImporterSpec>(&daemon_file, &daemon.importers_dir, "importers_dir", out);
+    let importers = read::read_dir::<ImporterSpec>(
+        &daemon_file,
+        &daemon.importers_dir,
+        "importers_dir",
+        overlay,
+        out,
+    );
     // Check.
     check::service_names(&connectors.files, out);
     check::service_tags(&connectors.files, out);

@@ -100,12 +100,19 @@ pub struct DirFiles<T> {
     pub broken: BTreeSet<String>,
 }
 
+/// File contents that stand in for what is on disk, by the path a directory listing gives.
+pub type Overlay = BTreeMap<PathBuf, String>;
+
 /// Reads every `*.yaml`/`*.yml` of `dir`; ids of files that exist but do not parse go
 /// to `broken` (so that other files naming them do not report a missing id too).
+///
+/// A path in `overlay` is read from there instead of the disk: the daemon compiles the last
+/// good version it kept of a file that is broken now (see `daemon::last_good`).
 pub fn read_dir<T: DeserializeOwned>(
     daemon: &DaemonFile,
     dir: &Path,
     key: &str,
+    overlay: &Overlay,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> DirFiles<T> {
     let root = &daemon.root;
@@ -144,7 +151,7 @@ pub fn read_dir<T: DeserializeOwned>(
     // A link to nothing is a file someone meant to be read (a renamed target, a volume
     // not mounted): said, not skipped. Directories and other non-files are not config.
     paths.retain(|path| {
-        if path.is_file() {
+        if path.is_file() || overlay.contains_key(path) {
             return true;
         }
         if let Ok(target) = std::fs::read_link(path) {
@@ -189,7 +196,10 @@ pub fn read_dir<T: DeserializeOwned>(
             continue;
         }
         seen.insert(id.clone(), path.clone());
-        let text = match read_text(&path, "file") {
+        let text = match overlay
+            .get(&path)
+            .map_or_else(|| read_text(&path, "file"), |text| Ok(text.clone()))
+        {
             Ok(text) => text,
             Err((message, _)) => {
                 diagnostics.push(Diagnostic::error(shown, None, "", message));

@@ -11,6 +11,7 @@
 
 pub mod clock;
 pub mod http;
+pub mod last_good;
 pub mod reload;
 pub mod scheduler;
 
@@ -52,12 +53,11 @@ pub fn execute(config: &Path) -> anyhow::Result<i32> {
     runtime.block_on(serve(config, loaded))
 }
 
-async fn serve(config: &Path, loaded: app::Loaded) -> anyhow::Result<i32> {
-    let app::Loaded { plan, diagnostics } = loaded;
-    for d in diagnostics.iter().filter(|d| d.is_error()) {
+async fn serve(config: &Path, mut loaded: app::Loaded) -> anyhow::Result<i32> {
+    for d in loaded.diagnostics.iter().filter(|d| d.is_error()) {
         tracing::error!(file = %d.file.display(), line = d.position.map(|p| p.0), key = %d.key, "Skipped a file with an error: {d}");
     }
-    for d in diagnostics.iter().filter(|d| !d.is_error()) {
+    for d in loaded.diagnostics.iter().filter(|d| !d.is_error()) {
         tracing::warn!(file = %d.file.display(), "{d}");
     }
     let metrics = match crate::metrics::install() {
@@ -67,7 +67,7 @@ async fn serve(config: &Path, loaded: app::Loaded) -> anyhow::Result<i32> {
             None
         }
     };
-    let store = match app::open_store(&plan.daemon).await {
+    let store = match app::open_store(&loaded.plan.daemon).await {
         Ok(store) => store,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -75,6 +75,9 @@ async fn serve(config: &Path, loaded: app::Loaded) -> anyhow::Result<i32> {
             return Ok(exit::FAILURE);
         }
     };
+    // A file broken now runs the last good version the store kept of it.
+    let restored = last_good::restore(config, &mut loaded, &*store).await;
+    let app::Loaded { plan, diagnostics } = loaded;
     let control_token = match &plan.daemon.control_token {
         Some(reference) => match crate::secret::resolve(reference) {
             Ok(value) => Some(Arc::new(value.expose().to_string())),
@@ -106,8 +109,14 @@ async fn serve(config: &Path, loaded: app::Loaded) -> anyhow::Result<i32> {
     // The reloader hashes every file that runs: before the listener is bound, so that no
     // connection waits behind it.
     let skipped_files = diagnostics.iter().filter(|d| d.is_error()).count();
-    let (mut reloader, loaded_config) =
-        reload::Reloader::new(config, &plan, diagnostics, handle.clone());
+    let (mut reloader, loaded_config) = reload::Reloader::new(
+        config,
+        &plan,
+        diagnostics,
+        handle.clone(),
+        Arc::clone(&store),
+        &restored,
+    );
     // Bound once the schedule is loaded (10,000 importers take a second or two): a
     // connection is either served at once or refused, never left waiting in the backlog.
     let listener = match tokio::net::TcpListener::bind(&plan.daemon.listen).await {
@@ -171,6 +180,7 @@ async fn serve(config: &Path, loaded: app::Loaded) -> anyhow::Result<i32> {
         let shutdown = shutdown.clone();
         let retrigger = reload_trigger.clone();
         tokio::spawn(async move {
+            reloader.keep_last_good().await;
             let mut rescan = tokio::time::interval(reload::RESCAN);
             rescan.tick().await;
             loop {

@@ -26,8 +26,10 @@ use sha2::Digest as _;
 
 use crate::app;
 use crate::config::diagnostic::Diagnostic;
+use crate::daemon::last_good;
 use crate::daemon::scheduler::{Handle, ReloadSummary};
 use crate::plan::{DaemonConfig, Importer, Plan};
+use crate::store::Store;
 
 /// How long file events are gathered before a reload: a checkout writing a hundred files
 /// makes one reload, not a hundred.
@@ -83,15 +85,21 @@ pub struct Reloader {
     tree_hash: String,
     scheduler: Handle,
     shared: SharedConfig,
+    store: Arc<dyn Store>,
+    /// The store's copy of the files that run, for a restart with a broken file.
+    keeper: Option<last_good::Keeper>,
 }
 
 impl Reloader {
-    /// The state after the start-up load of `plan` (already scheduled).
+    /// The state after the start-up load of `plan` (already scheduled), in which the
+    /// importers of `restored` run the last good versions the store kept.
     pub fn new(
         config_path: &Path,
         plan: &Plan,
         diagnostics: Vec<Diagnostic>,
         scheduler: Handle,
+        store: Arc<dyn Store>,
+        restored: &last_good::Restored,
     ) -> (Reloader, SharedConfig) {
         let daemon = plan.daemon.clone();
         let running: BTreeMap<String, Arc<Importer>> = plan
@@ -100,12 +108,17 @@ impl Reloader {
             .map(|(id, i)| (id.clone(), Arc::clone(i)))
             .collect();
         let tree = tree_files(&daemon);
-        let running_files = file_hashes(running.values(), &tree);
+        let mut running_files = file_hashes(running.values(), &tree);
+        running_files.extend(restored.hashes.clone());
         let view = ConfigView {
             generation: 1,
             loaded_at: Utc::now(),
             trigger: "start".into(),
-            result: format!("{} importers scheduled", running.len()),
+            result: format!(
+                "{} importers scheduled{}",
+                running.len(),
+                kept_note(&restored.kept)
+            ),
             restart_needed: None,
             files: relative_names(&daemon, &running_files),
             errors: error_lines(&diagnostics),
@@ -121,8 +134,22 @@ impl Reloader {
             running_files,
             scheduler,
             shared: Arc::clone(&shared),
+            store,
+            keeper: None,
         };
         (reloader, shared)
+    }
+
+    /// Brings the store's copy of the running files up to date (the first time, it reads
+    /// what the store holds). Called after the start and after each reload.
+    pub async fn keep_last_good(&mut self) {
+        let keeper = match &mut self.keeper {
+            Some(keeper) => keeper,
+            None => self
+                .keeper
+                .insert(last_good::Keeper::load(&*self.store).await),
+        };
+        keeper.persist(&*self.store, &self.running_files).await;
     }
 
     /// What to watch, and which events matter: entries of both config directories and
@@ -249,6 +276,7 @@ impl Reloader {
         }
         self.running = next;
         self.running_files = files;
+        self.keep_last_good().await;
         let result = format!(
             "{} added, {} changed, {} removed, {} unchanged; {} broken file(s){}",
             summary.added.len(),
@@ -256,11 +284,7 @@ impl Reloader {
             summary.removed.len(),
             summary.unchanged,
             error_lines(&loaded.diagnostics).len(),
-            if kept.is_empty() {
-                String::new()
-            } else {
-                format!(", last good version kept for {}", kept.join(", "))
-            }
+            kept_note(&kept)
         );
         tracing::info!(trigger, "Configuration reloaded: {result}");
         for d in loaded.diagnostics.iter().filter(|d| d.is_error()) {
@@ -398,6 +422,15 @@ impl Watcher {
     }
 }
 
+/// ", last good version kept for a, b", or nothing.
+fn kept_note(kept: &[String]) -> String {
+    if kept.is_empty() {
+        String::new()
+    } else {
+        format!(", last good version kept for {}", kept.join(", "))
+    }
+}
+
 /// Importer ids and connector ids whose files have errors.
 fn broken_files(
     daemon: &DaemonConfig,
@@ -494,12 +527,15 @@ fn relative_names(
 
 /// The SHA-256 of a file's content in hex, as `sha256sum` prints it.
 pub fn sha256_file(path: &Path) -> Option<String> {
-    let bytes = std::fs::read(path).ok()?;
-    Some(hex(&sha2::Sha256::digest(&bytes)))
+    Some(sha256_hex(&std::fs::read(path).ok()?))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The SHA-256 of `bytes` in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The SHA-256 of every file in both directories (following symlinks), read once per

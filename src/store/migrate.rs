@@ -52,6 +52,11 @@ const SQLITE: &[Embedded] = &[
         "pending membership",
         include_str!("../../migrations/sqlite/0003_pending_membership.sql"),
     ),
+    (
+        4,
+        "config last good",
+        include_str!("../../migrations/sqlite/0004_config_last_good.sql"),
+    ),
 ];
 
 /// PostgreSQL migrations.
@@ -70,6 +75,11 @@ const POSTGRES: &[Embedded] = &[
         3,
         "pending membership",
         include_str!("../../migrations/postgres/0003_pending_membership.sql"),
+    ),
+    (
+        4,
+        "config last good",
+        include_str!("../../migrations/postgres/0004_config_last_good.sql"),
     ),
 ];
 

@@ -19,6 +19,7 @@
 //! The store must never hold a secret in clear text, never erase a stored value with an
 //! empty one, and never make a bounced or unsubscribed contact active.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -185,6 +186,18 @@ pub struct Lease {
     pub expires_at: DateTime<Utc>,
 }
 
+/// The last good version of a connector or importer file, kept so that a file broken by a
+/// merge keeps running in that version, also across a restart (see `daemon::last_good`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFileText {
+    /// The path the daemon read it from.
+    pub path: String,
+    /// The SHA-256 of `text`, in hex.
+    pub sha256: String,
+    /// The file's content.
+    pub text: String,
+}
+
 /// Saved state of one importer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ImporterState {
@@ -348,6 +361,21 @@ pub trait Store: Send + Sync {
 
     /// Every importer the store has state for, by id.
     async fn importer_states(&self) -> StoreResult<Vec<ImporterState>>;
+
+    /// The SHA-256 of every config file's last good version kept, by path: what the
+    /// daemon compares with what runs before writing anything.
+    async fn config_file_hashes(&self) -> StoreResult<BTreeMap<String, String>>;
+
+    /// The last good versions kept for these paths (those the store has).
+    async fn config_file_texts(&self, paths: &[String]) -> StoreResult<Vec<ConfigFileText>>;
+
+    /// Keeps `save` as the last good versions of their paths and forgets `forget`, in one
+    /// transaction.
+    async fn save_config_files(
+        &self,
+        save: &[ConfigFileText],
+        forget: &[String],
+    ) -> StoreResult<()>;
 
     /// Every custom field, by tag.
     async fn fields(&self) -> StoreResult<Vec<CustomField>>;

@@ -19,7 +19,7 @@
 //! statements are harmless: none has more than a dozen.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::DerefMut;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,11 +33,11 @@ use super::crypto::TokenCipher;
 use super::lease::{LeaseHolder, held_by_dead_process};
 use super::page::{self, ExistingContact, PagePlan, PreparedPage};
 use super::{
-    Backend, ChangeEvent, ChangeKind, ChangeOrigin, Clock, ContactFilter, ContactStatus,
-    ContactView, CustomField, FieldChange, FieldOrigin, FieldValueView, ImporterState, Lease,
-    MembershipStatus, MembershipView, PruneCounts, RunCounts, RunOutcome, RunRecord, SourceView,
-    Store, StoreError, StoreOptions, StoreResult, UnsubscribeScope, chrono_duration,
-    field_type_from_str, field_type_str, phase_of, validate_tag,
+    Backend, ChangeEvent, ChangeKind, ChangeOrigin, Clock, ConfigFileText, ContactFilter,
+    ContactStatus, ContactView, CustomField, FieldChange, FieldOrigin, FieldValueView,
+    ImporterState, Lease, MembershipStatus, MembershipView, PruneCounts, RunCounts, RunOutcome,
+    RunRecord, SourceView, Store, StoreError, StoreOptions, StoreResult, UnsubscribeScope,
+    chrono_duration, field_type_from_str, field_type_str, phase_of, validate_tag,
 };
 use crate::model::{
     Checkpoint, CustomFieldDef, CustomFieldType, FieldBinding, PageOutcome, PageWrite,
@@ -1494,6 +1494,71 @@ impl<D: Dialect> Store for SqlStore<D> {
         )
         .await?;
         Ok(())
+    }
+
+    async fn config_file_hashes(&self) -> StoreResult<BTreeMap<String, String>> {
+        let rows = self
+            .all(None, self.q("SELECT path, sha256 FROM config_last_good"))
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.text(0)?, row.text(1)?)))
+            .collect()
+    }
+
+    async fn config_file_texts(&self, paths: &[String]) -> StoreResult<Vec<ConfigFileText>> {
+        let rows = self
+            .all(
+                None,
+                self.q("SELECT path, sha256, content FROM config_last_good
+                     WHERE path = ANY($1) ORDER BY path")
+                    .bind(Arg::texts(paths.to_vec())),
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ConfigFileText {
+                    path: row.text(0)?,
+                    sha256: row.text(1)?,
+                    text: row.text(2)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn save_config_files(
+        &self,
+        save: &[ConfigFileText],
+        forget: &[String],
+    ) -> StoreResult<()> {
+        if save.is_empty() && forget.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        for file in save {
+            self.exec(
+                Some(&mut tx),
+                self.q(
+                    "INSERT INTO config_last_good (path, sha256, content, saved_at)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (path) DO UPDATE SET sha256 = excluded.sha256,
+                         content = excluded.content, saved_at = excluded.saved_at",
+                )
+                .bind(file.path.as_str())
+                .bind(file.sha256.as_str())
+                .bind(file.text.as_str())
+                .bind(self.now()),
+            )
+            .await?;
+        }
+        if !forget.is_empty() {
+            self.exec(
+                Some(&mut tx),
+                self.q("DELETE FROM config_last_good WHERE path = ANY($1)")
+                    .bind(Arg::texts(forget.to_vec())),
+            )
+            .await?;
+        }
+        self.commit(tx).await
     }
 
     async fn importer_states(&self) -> StoreResult<Vec<ImporterState>> {

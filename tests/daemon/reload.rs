@@ -773,3 +773,124 @@ async fn status_says_why_a_pass_restarted() {
         .to_string();
     assert!(why.ends_with("changed: request"), "{why}");
 }
+
+/// A file broken while the daemon is down runs its last good version after the restart:
+/// the store keeps the content of every file that runs, and a fixed file's new version
+/// replaces it there. A broken connector is restored the same way for its importers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_file_runs_its_last_good_version_across_a_restart() {
+    let state = Crm::new(db(people(3)));
+    let fake = crm(state).await;
+    let (env, listen) = env_with_listener("");
+    env.connector("crm", &connector("{mode: incremental}"));
+    let key = env.secret("key", "k");
+    env.importer(
+        "alpha",
+        &importer(&fake.base, "A", &key, "interval: PT6H\n"),
+    );
+    env.importer("beta", &importer(&fake.base, "B", &key, "interval: PT6H\n"));
+    let alpha_file = env.dir.path().join("importers.d/alpha.yaml");
+    let connector_file = env.dir.path().join("connectors.d/crm.yaml");
+    let good_hash = sha256(&alpha_file);
+    let mut daemon = Daemon::start(&env, &listen).await;
+    daemon
+        .until("both ran", |s| {
+            completed_once(s, "alpha") && completed_once(s, "beta")
+        })
+        .await;
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(30)).await, 0);
+
+    // Broken while the daemon is down: the restart runs the version the store kept.
+    env.importer("alpha", "connector: crm\nlist: [unclosed\n");
+    let mut daemon = Daemon::start(&env, &listen).await;
+    let status = daemon.status().await;
+    assert_eq!(
+        scheduled(&status),
+        ["alpha", "beta"],
+        "{status:#}\n{}",
+        daemon.log()
+    );
+    assert_eq!(Daemon::importer(&status, "alpha")["list"], "A");
+    assert_eq!(
+        status["configuration"]["files"]["importers.d/alpha.yaml"],
+        good_hash.as_str(),
+        "the hash of the version that runs"
+    );
+    let errors = status["configuration"]["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{status:#}");
+    assert!(
+        errors[0]
+            .as_str()
+            .unwrap()
+            .starts_with("importers.d/alpha.yaml:3:1: "),
+        "{errors:?}"
+    );
+    assert!(
+        status["configuration"]["result"]
+            .as_str()
+            .unwrap()
+            .contains("last good version kept for alpha"),
+        "{status:#}"
+    );
+    assert!(
+        daemon
+            .log()
+            .contains("the last good version kept in the store runs"),
+        "{}",
+        daemon.log()
+    );
+    // It runs: a run asked for over HTTP imports into the kept version's list.
+    let report: Value = reqwest::Client::new()
+        .post(format!("http://{listen}/importers/alpha/run"))
+        .json(&serde_json::json!({"full_refresh": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["exit_code"], 0, "{report}");
+    assert_eq!(env.contacts("A").await.len(), 3);
+
+    // Fixed: the new version runs, and the store keeps it as the last good one.
+    env.importer(
+        "alpha",
+        &importer(&fake.base, "A2", &key, "interval: PT6H\n"),
+    );
+    let fixed_hash = sha256(&alpha_file);
+    daemon
+        .until("alpha fixed", |s| {
+            Daemon::importer(s, "alpha")["list"] == "A2"
+                && s["configuration"]["errors"].as_array().unwrap().is_empty()
+        })
+        .await;
+    let store = env.store().await;
+    let kept = store
+        .config_file_texts(&[alpha_file.to_string_lossy().into_owned()])
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].sha256, fixed_hash);
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(30)).await, 0);
+
+    // Both the importer and the connector broken while down: each importer runs its last
+    // good version with the connector's last good version.
+    env.importer("alpha", "connector: crm\nlist: {\n");
+    std::fs::write(&connector_file, "spec_version: 1\nbase_url: [\n").unwrap();
+    let daemon = Daemon::start(&env, &listen).await;
+    let status = daemon.status().await;
+    assert_eq!(scheduled(&status), ["alpha", "beta"], "{status:#}");
+    assert_eq!(Daemon::importer(&status, "alpha")["list"], "A2");
+    assert_eq!(Daemon::importer(&status, "beta")["list"], "B");
+    assert_eq!(
+        status["configuration"]["errors"].as_array().unwrap().len(),
+        2,
+        "{status:#}"
+    );
+    assert_eq!(
+        status["configuration"]["files"]["importers.d/alpha.yaml"],
+        fixed_hash.as_str()
+    );
+}
