@@ -199,6 +199,33 @@ pub enum Auth {
     BasicAnyUser(String),
     /// A query parameter with exactly this value.
     Query(&'static str, String),
+    /// A header holding `prefix` and the access token the service's token endpoint
+    /// issued last (an expired one is refused: see [`Tokens::expire`]).
+    Issued(&'static str, &'static str, Tokens),
+}
+
+/// The access tokens a service's token endpoint issues: `{prefix}{generation}`. Expiring
+/// the current one (as Zoho does after an hour) makes the list endpoint refuse it and the
+/// token endpoint issue the next.
+#[derive(Debug, Clone)]
+pub struct Tokens(Arc<Mutex<(String, u32)>>);
+
+impl Tokens {
+    /// Tokens `{prefix}1`, `{prefix}2`, ...
+    pub fn new(prefix: &str) -> Tokens {
+        Tokens(Arc::new(Mutex::new((prefix.to_string(), 1))))
+    }
+
+    /// The token the endpoint issues now and the list endpoint accepts.
+    pub fn current(&self) -> String {
+        let guard = self.0.lock().unwrap();
+        format!("{}{}", guard.0, guard.1)
+    }
+
+    /// The current token expires.
+    pub fn expire(&self) {
+        self.0.lock().unwrap().1 += 1;
+    }
 }
 
 /// A response the real service gives, with its status, content type and body.
@@ -210,6 +237,8 @@ pub struct Canned {
     pub content_type: &'static str,
     /// Body.
     pub body: String,
+    /// Other headers (`Retry-After`, a vendor's rate-limit headers).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Canned {
@@ -219,16 +248,29 @@ impl Canned {
             status,
             content_type: "application/json",
             body: body.to_string(),
+            headers: Vec::new(),
         }
     }
 
+    /// The same response with one more header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Canned {
+        self.headers.push((name, value.into()));
+        self
+    }
+
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             StatusCode::from_u16(self.status).unwrap(),
             [(header::CONTENT_TYPE, self.content_type)],
             self.body,
         )
-            .into_response()
+            .into_response();
+        for (name, value) in self.headers {
+            response
+                .headers_mut()
+                .insert(name, value.parse().expect("header value"));
+        }
+        response
     }
 }
 
@@ -376,6 +418,44 @@ pub struct Service {
     pub cursor_binds_params: bool,
     /// The OAuth2 token endpoint, for services whose list takes an access token.
     pub token: Option<TokenEndpoint>,
+    /// Where the service departs from a plain `GET` with query parameters.
+    pub protocol: Protocol,
+}
+
+/// Reads a POST body's JSON as the flat parameters the rest of the harness checks
+/// (`limit`, `after`, an update-time bound), or names what the service refuses in it.
+pub type BodyParams = fn(&Value) -> Result<Query, String>;
+
+/// Where a service departs from a plain `GET` with query parameters; all optional.
+#[derive(Clone, Default)]
+pub struct Protocol {
+    /// The list request is a `POST` whose JSON body carries the parameters (HubSpot
+    /// search, Zoho COQL, Intercom search); the function reads and checks the body.
+    pub body_params: Option<BodyParams>,
+    /// Request headers read as parameters: `(header, parameter)` (Zoho's
+    /// `If-Modified-Since`).
+    pub header_params: Vec<(&'static str, &'static str)>,
+    /// The status the service answers, with no body, instead of a page without records
+    /// (BigCommerce v2's 204; Zoho's 304 when nothing changed since `If-Modified-Since`),
+    /// given the request's parameters.
+    pub empty: Option<fn(&Query) -> u16>,
+    /// The service's rate limit, as the fake enforces it.
+    pub throttle: Option<Throttle>,
+    /// Totals in response headers (WooCommerce's `X-WP-Total`, `X-WP-TotalPages`).
+    pub total_headers: Option<(&'static str, &'static str)>,
+}
+
+/// A rate limit: every `every`-th list request is refused with `refusal` (a 429 with
+/// `Retry-After`, or the service's own words); the others carry the headers `headers`
+/// writes from the requests left in the window.
+#[derive(Clone)]
+pub struct Throttle {
+    /// Requests per window; the next is refused.
+    pub every: usize,
+    /// The refusal.
+    pub refusal: Canned,
+    /// Headers on answered requests, given how many are left in the window.
+    pub headers: fn(usize) -> Vec<(&'static str, String)>,
 }
 
 /// Reads an update-time filter from a query language (see `Service::query_since`).
@@ -384,17 +464,39 @@ pub type QuerySince = fn(&Query) -> Result<Option<(DateTime<Utc>, bool)>, String
 /// The request's query, one value per name.
 pub type Query = BTreeMap<String, String>;
 
-/// An OAuth2 token endpoint answering the `refresh_token` grant (RFC 6749 §6).
+/// How a token endpoint grants tokens.
+#[derive(Debug, Clone)]
+pub enum Grant {
+    /// `refresh_token` (RFC 6749 §6), form body, this refresh token.
+    RefreshToken(String),
+    /// `client_credentials` (RFC 6749 §4.4), form body, the client's own id and secret.
+    ClientCredentials,
+    /// `password` with a JSON body (SugarCRM's login: `username`, `password`, `platform`,
+    /// `client_id`, `client_secret`, the last possibly empty).
+    PasswordJson {
+        /// User name.
+        username: String,
+        /// Password.
+        password: String,
+        /// The API platform the body must name.
+        platform: String,
+    },
+}
+
+/// An OAuth2 token endpoint.
 #[derive(Debug, Clone)]
 pub struct TokenEndpoint {
     /// Its path.
     pub path: &'static str,
     /// Client id and secret expected in the form body.
     pub client: (String, String),
-    /// The refresh token it accepts.
-    pub refresh_token: String,
-    /// The access token it hands out (the list endpoint's `Auth` expects it).
+    /// The grant it answers.
+    pub grant: Grant,
+    /// The access token it hands out (the list endpoint's `Auth` expects it), unless
+    /// `tokens` issues them.
     pub access_token: String,
+    /// Tokens issued in generations, for a service whose tokens expire.
+    pub tokens: Option<Tokens>,
     /// Other members of the token response (Salesforce's `instance_url`, ...).
     pub extra: Value,
     /// The answer to a wrong refresh token or client (RFC 6749 §5.2: 400 `invalid_grant`
@@ -423,6 +525,8 @@ pub fn parse_rfc3339(text: &str) -> Option<DateTime<Utc>> {
 struct Fake {
     service: Service,
     people: People,
+    /// List requests received, for the throttle.
+    served: std::sync::atomic::AtomicUsize,
 }
 
 /// Serves `service` over `people` on a free loopback port.
@@ -430,6 +534,7 @@ pub async fn start(service: Service, people: &People) -> FakeService {
     let state = Arc::new(Fake {
         service,
         people: people.clone(),
+        served: Default::default(),
     });
     FakeService::start(Router::new().fallback(serve).with_state(state)).await
 }
@@ -442,6 +547,7 @@ pub async fn start_with(build: impl FnOnce(&str) -> Service, people: &People) ->
         let state = Arc::new(Fake {
             service: build(&base),
             people,
+            served: Default::default(),
         });
         Router::new().fallback(serve).with_state(state)
     })
@@ -464,6 +570,9 @@ fn authorized(auth: &Auth, headers: &HeaderMap, query: &BTreeMap<String, String>
                 .as_deref()
                 == Some(password.as_str())
         }
+        Auth::Issued(name, prefix, tokens) => {
+            header(name) == Some(format!("{prefix}{}", tokens.current()).as_str())
+        }
     }
 }
 
@@ -479,7 +588,7 @@ async fn serve(
         && method == Method::POST
         && uri.path() == token.path
     {
-        return refresh(token, &body);
+        return grant(token, &body);
     }
     let locator = match &service.paging {
         Paging::QueryLocator { .. } => uri
@@ -489,13 +598,40 @@ async fn serve(
             .map(str::to_string),
         _ => None,
     };
-    if method != Method::GET || (uri.path() != service.path && locator.is_none()) {
+    let list_method = match service.protocol.body_params {
+        Some(_) => Method::POST,
+        None => Method::GET,
+    };
+    if method != list_method || (uri.path() != service.path && locator.is_none()) {
         return Canned::json(404, json!({"error": "not found"})).into_response();
     }
-    let pairs: Vec<(String, String)> =
+    let mut pairs: Vec<(String, String)> =
         url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
             .into_owned()
             .collect();
+    if let Some(read) = service.protocol.body_params {
+        let parsed = serde_json::from_slice::<Value>(&body).map_err(|_| "body".to_string());
+        match parsed.and_then(|b| read(&b)) {
+            Ok(found) => pairs.extend(found),
+            Err(complaint) => return (service.bad_param)(&complaint).into_response(),
+        }
+    }
+    for (header, name) in &service.protocol.header_params {
+        if let Some(value) = headers.get(*header).and_then(|v| v.to_str().ok()) {
+            pairs.push((name.to_string(), value.to_string()));
+        }
+    }
+    let served = fake
+        .served
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        + 1;
+    let mut extra_headers = Vec::new();
+    if let Some(throttle) = &service.protocol.throttle {
+        if served.is_multiple_of(throttle.every) {
+            return throttle.refusal.clone().into_response();
+        }
+        extra_headers = (throttle.headers)(throttle.every - served % throttle.every);
+    }
     let mut query = BTreeMap::new();
     for (name, value) in pairs {
         if query.insert(name.clone(), value).is_some() {
@@ -675,6 +811,7 @@ async fn serve(
         .map(|c| (service.record)(c, &query))
         .collect();
     let has_more = start + limit < total;
+    let records_empty = records.is_empty();
     let next_url = match &service.paging {
         Paging::QueryLocator { .. } if has_more => {
             let first: Vec<(String, String)> =
@@ -702,6 +839,7 @@ async fn serve(
         page: start / limit + 1,
         limit,
     };
+    let (info_total, info_pages) = (info.total, info.total_pages);
     let mut body = (service.body)(records, &info);
     if let Some(param) = service.fields_param
         && let Some(wanted) = query.get(param)
@@ -712,7 +850,22 @@ async fn serve(
             .collect();
         body = select(&body, &paths);
     }
+    if records_empty && let Some(status) = service.protocol.empty {
+        let mut response = StatusCode::from_u16(status(&query)).unwrap().into_response();
+        for (name, value) in extra_headers {
+            response.headers_mut().insert(name, value.parse().unwrap());
+        }
+        return response;
+    }
     let mut response = axum::Json(body).into_response();
+    for (name, value) in extra_headers {
+        response.headers_mut().insert(name, value.parse().unwrap());
+    }
+    if let Some((total, pages)) = service.protocol.total_headers {
+        let h = response.headers_mut();
+        h.insert(total, info_total.to_string().parse().unwrap());
+        h.insert(pages, info_pages.to_string().parse().unwrap());
+    }
     if let Paging::LinkHeader {
         limit: size,
         page_info,
@@ -772,20 +925,50 @@ fn fxhash(text: &str) -> u64 {
     })
 }
 
-/// The `refresh_token` grant: the form must carry the grant type, the refresh token and
-/// the client's id and secret (client authentication in the body, RFC 6749 §2.3.1).
-fn refresh(token: &TokenEndpoint, body: &[u8]) -> Response {
-    let form: BTreeMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
+/// The token endpoint: the grant's form (or JSON) must carry the grant type, what the
+/// grant needs and the client's id and secret (client authentication in the body, RFC
+/// 6749 §2.3.1).
+fn grant(token: &TokenEndpoint, body: &[u8]) -> Response {
+    let json: Option<BTreeMap<String, Value>> = serde_json::from_slice(body).ok();
+    let is_json = json.is_some();
+    let form: BTreeMap<String, String> = match json {
+        Some(map) => map
+            .into_iter()
+            .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+            .collect(),
+        None => url::form_urlencoded::parse(body).into_owned().collect(),
+    };
     let field = |name: &str| form.get(name).map(String::as_str);
-    if field("grant_type") != Some("refresh_token")
-        || field("refresh_token") != Some(token.refresh_token.as_str())
+    let granted = match &token.grant {
+        Grant::RefreshToken(refresh) => {
+            field("grant_type") == Some("refresh_token")
+                && field("refresh_token") == Some(refresh.as_str())
+        }
+        Grant::ClientCredentials => field("grant_type") == Some("client_credentials"),
+        Grant::PasswordJson {
+            username,
+            password,
+            platform,
+        } => {
+            is_json
+                && field("grant_type") == Some("password")
+                && field("username") == Some(username.as_str())
+                && field("password") == Some(password.as_str())
+                && field("platform") == Some(platform.as_str())
+        }
+    };
+    if !granted
         || field("client_id") != Some(token.client.0.as_str())
         || field("client_secret") != Some(token.client.1.as_str())
     {
         return token.refused.clone().into_response();
     }
+    let access = match &token.tokens {
+        Some(tokens) => tokens.current(),
+        None => token.access_token.clone(),
+    };
     let mut answer = json!({
-        "access_token": token.access_token,
+        "access_token": access,
         "expires_in": 3599,
         "token_type": "Bearer",
     });

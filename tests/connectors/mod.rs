@@ -6,6 +6,7 @@
 
 mod batchbook;
 mod bigcommerce;
+mod bigcommerce_v2;
 mod google_people;
 mod hubspot;
 mod mailchimp;

@@ -13,7 +13,7 @@
 use serde_json::{Value, json};
 
 use crate::common::service::{
-    Auth, Canned, Contact, PageInfo, Paging, Query, Service, TokenEndpoint, by_update,
+    Auth, Canned, Contact, PageInfo, Paging, Query, Service, TokenEndpoint, Grant, by_update,
 };
 
 /// The access token the token endpoint hands out.
@@ -141,10 +141,12 @@ pub fn service(client: (&str, &str), refresh_token: &str) -> Service {
         fields_param: None,
         required: vec!["personFields"],
         cursor_binds_params: true,
+        protocol: Default::default(),
         token: Some(TokenEndpoint {
             path: "/token",
             client: (client.0.to_string(), client.1.to_string()),
-            refresh_token: refresh_token.to_string(),
+            grant: Grant::RefreshToken(refresh_token.to_string()),
+            tokens: None,
             access_token: ACCESS.to_string(),
             extra: json!({"scope": "https://www.googleapis.com/auth/contacts.readonly"}),
             // Google's answer to a revoked or expired refresh token (RFC 6749 §5.2).

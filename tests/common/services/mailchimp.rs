@@ -29,6 +29,7 @@ fn problem(status: u16, title: &str, detail: &str) -> Canned {
             "instance": "3b4dcb40-0b6b-4820-bfaa-41267b3826ea",
         })
         .to_string(),
+        headers: Vec::new(),
     }
 }
 
@@ -156,6 +157,7 @@ pub fn service(api_key: &str) -> Service {
         fields_param: Some("fields"),
         required: Vec::new(),
         cursor_binds_params: false,
+        protocol: Default::default(),
         token: None,
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod batchbook;
 pub mod bigcommerce;
+pub mod bigcommerce_v2;
 pub mod google_people;
 pub mod hubspot;
 pub mod mailchimp;

@@ -142,6 +142,7 @@ pub fn service(token: &str) -> Service {
         fields_param: None,
         required: Vec::new(),
         cursor_binds_params: false,
+        protocol: Default::default(),
         token: None,
     }
 }

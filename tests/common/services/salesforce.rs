@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::common::service::{
-    Auth, Canned, Consent, Contact, PageInfo, Paging, Query, Service, TokenEndpoint,
+    Auth, Canned, Consent, Contact, PageInfo, Paging, Query, Service, TokenEndpoint, Grant,
 };
 
 /// The access token the token endpoint hands out.
@@ -142,10 +142,12 @@ pub fn service(base: &str, client: (&str, &str), refresh_token: &str) -> Service
         fields_param: None,
         required: vec!["q"],
         cursor_binds_params: false,
+        protocol: Default::default(),
         token: Some(TokenEndpoint {
             path: "/services/oauth2/token",
             client: (client.0.to_string(), client.1.to_string()),
-            refresh_token: refresh_token.to_string(),
+            grant: Grant::RefreshToken(refresh_token.to_string()),
+            tokens: None,
             access_token: ACCESS.to_string(),
             extra: json!({"instance_url": base, "id": "https://login.salesforce.com/id/00D/005",
                           "issued_at": "1714557600000", "signature": "x"}),

@@ -112,6 +112,7 @@ pub fn service(token: &str) -> Service {
         fields_param: Some("fields"),
         required: Vec::new(),
         cursor_binds_params: false,
+        protocol: Default::default(),
         token: None,
     }
 }

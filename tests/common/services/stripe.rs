@@ -101,6 +101,7 @@ pub fn service(key: &str) -> Service {
         fields_param: None,
         required: Vec::new(),
         cursor_binds_params: false,
+        protocol: Default::default(),
         token: None,
     }
 }
