@@ -851,7 +851,9 @@ async fn serve(
         body = select(&body, &paths);
     }
     if records_empty && let Some(status) = service.protocol.empty {
-        let mut response = StatusCode::from_u16(status(&query)).unwrap().into_response();
+        let mut response = StatusCode::from_u16(status(&query))
+            .unwrap()
+            .into_response();
         for (name, value) in extra_headers {
             response.headers_mut().insert(name, value.parse().unwrap());
         }

@@ -78,7 +78,10 @@ async fn bare_array_pages_end_at_204_through_a_429_and_an_incremental_run() {
     assert_eq!((c.fetched, c.updated, c.unchanged, c.created), (3, 2, 1, 0));
     let requests = fake.requests();
     let since = requests[0].q("min_date_modified").unwrap();
-    assert_eq!(since, "Wed, 1 May 2024 15:00:00 +0000", "person 30's date_modified");
+    assert_eq!(
+        since, "Wed, 1 May 2024 15:00:00 +0000",
+        "person 30's date_modified"
+    );
     let all = env.all_contacts().await;
     assert_eq!(
         contact(&all, "person4@example.com").organization.as_deref(),

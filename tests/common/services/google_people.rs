@@ -13,7 +13,7 @@
 use serde_json::{Value, json};
 
 use crate::common::service::{
-    Auth, Canned, Contact, PageInfo, Paging, Query, Service, TokenEndpoint, Grant, by_update,
+    Auth, Canned, Contact, Grant, PageInfo, Paging, Query, Service, TokenEndpoint, by_update,
 };
 
 /// The access token the token endpoint hands out.

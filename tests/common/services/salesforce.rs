@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::common::service::{
-    Auth, Canned, Consent, Contact, PageInfo, Paging, Query, Service, TokenEndpoint, Grant,
+    Auth, Canned, Consent, Contact, Grant, PageInfo, Paging, Query, Service, TokenEndpoint,
 };
 
 /// The access token the token endpoint hands out.
