@@ -621,6 +621,17 @@ async fn serve(
             pairs.push((name.to_string(), value.to_string()));
         }
     }
+    let mut query = BTreeMap::new();
+    for (name, value) in pairs {
+        if query.insert(name.clone(), value).is_some() {
+            // Repeated parameters: none of the faked list endpoints takes one twice.
+            return (service.bad_param)(&name).into_response();
+        }
+    }
+    if !authorized(&service.auth, &headers, &query) {
+        return service.denied.clone().into_response();
+    }
+    // Authorized list requests count against the rate limit.
     let served = fake
         .served
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
@@ -631,16 +642,6 @@ async fn serve(
             return throttle.refusal.clone().into_response();
         }
         extra_headers = (throttle.headers)(throttle.every - served % throttle.every);
-    }
-    let mut query = BTreeMap::new();
-    for (name, value) in pairs {
-        if query.insert(name.clone(), value).is_some() {
-            // Repeated parameters: none of the faked list endpoints takes one twice.
-            return (service.bad_param)(&name).into_response();
-        }
-    }
-    if !authorized(&service.auth, &headers, &query) {
-        return service.denied.clone().into_response();
     }
     // A query locator stands for the whole first request: nothing may come with it.
     let mut locator_at = None;

@@ -15,6 +15,7 @@ mod pipedrive_v1;
 mod salesforce;
 mod shopify;
 mod stripe;
+mod zoho;
 
 use std::path::Path;
 

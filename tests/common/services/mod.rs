@@ -14,3 +14,4 @@ pub mod pipedrive_v1;
 pub mod salesforce;
 pub mod shopify;
 pub mod stripe;
+pub mod zoho;
