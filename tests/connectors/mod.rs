@@ -16,6 +16,7 @@ mod salesforce;
 mod shopify;
 mod stripe;
 mod zoho;
+mod zoho_coql;
 
 use std::path::Path;
 
