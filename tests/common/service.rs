@@ -443,6 +443,9 @@ pub struct Protocol {
     pub throttle: Option<Throttle>,
     /// Totals in response headers (WooCommerce's `X-WP-Total`, `X-WP-TotalPages`).
     pub total_headers: Option<(&'static str, &'static str)>,
+    /// The most results one query can page through (HubSpot search: 10,000); a page
+    /// starting at or past it is refused as a bad parameter named `after`.
+    pub max_results: Option<usize>,
 }
 
 /// A rate limit: every `every`-th list request is refused with `refusal` (a 429 with
@@ -804,6 +807,11 @@ async fn serve(
             Some(_) => return (service.bad_param)(page).into_response(),
         },
     };
+    if let Some(max) = service.protocol.max_results
+        && start >= max
+    {
+        return (service.bad_param)("after").into_response();
+    }
     let total = list.len();
     let records: Vec<Value> = list
         .iter()

@@ -9,6 +9,7 @@ mod bigcommerce;
 mod bigcommerce_v2;
 mod google_people;
 mod hubspot;
+mod hubspot_search;
 mod mailchimp;
 mod pipedrive;
 mod pipedrive_v1;
