@@ -40,7 +40,10 @@ async fn a_first_pass_past_10000_restarts_by_modification_time_then_an_increment
     let bodies: Vec<Value> = requests.iter().map(body).collect();
     for (r, b) in requests.iter().zip(&bodies) {
         assert_eq!(r.method, "POST");
-        assert_eq!(r.header("authorization"), Some(format!("Bearer {TOKEN}").as_str()));
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
         assert_eq!(b["limit"], 200);
         assert_eq!(b["sorts"][0]["propertyName"], "lastmodifieddate");
         assert!(
@@ -72,7 +75,11 @@ async fn a_first_pass_past_10000_restarts_by_modification_time_then_an_increment
         .iter()
         .filter_map(|b| b["after"].as_str())
         .collect();
-    assert_eq!(afters.last(), Some(&"c9800"), "the last page before the cap");
+    assert_eq!(
+        afters.last(),
+        Some(&"c9800"),
+        "the last page before the cap"
+    );
 
     let all = env.all_contacts().await;
     let two = contact(&all, "person2@example.com");
@@ -132,7 +139,11 @@ async fn the_lead_status_filter_goes_into_the_body() {
     env.connector("hubspot-search", &shipped("hubspot-search", &fake.base));
     env.importer(
         "open",
-        &importer(&env, "Open", "page_size: 10\nfilters: {lead_status: OPEN}\n"),
+        &importer(
+            &env,
+            "Open",
+            "page_size: 10\nfilters: {lead_status: OPEN}\n",
+        ),
     );
     let summary = env.run("open").await.unwrap();
     assert_eq!((summary.counts.pages, summary.counts.fetched), (3, 22));

@@ -48,7 +48,10 @@ async fn contacts_by_page_token_an_expired_token_renewed_and_if_modified_since()
     assert_eq!(tokens_sent, [None, Some("c10"), Some("c20"), Some("c20")]);
     for r in &list {
         assert_eq!(r.path, "/crm/v5/Contacts");
-        assert_eq!(r.header("authorization"), Some("Zoho-oauthtoken 1000.access.1"));
+        assert_eq!(
+            r.header("authorization"),
+            Some("Zoho-oauthtoken 1000.access.1")
+        );
         assert_eq!(r.q("page"), None, "page_token, never page");
         assert_eq!(r.q("per_page"), Some("10"));
         assert_eq!(r.q("sort_by"), Some("Modified_Time"));
@@ -157,11 +160,8 @@ async fn the_lead_source_filter_an_empty_module_and_a_revoked_refresh_token() {
 
     // An org without contacts: 204 on the first page, nothing to do.
     let empty = People::new(Vec::new());
-    let fake = service::start_with(
-        |base| zoho::service(base, CLIENT, REFRESH, &tokens),
-        &empty,
-    )
-    .await;
+    let fake =
+        service::start_with(|base| zoho::service(base, CLIENT, REFRESH, &tokens), &empty).await;
     let env = SyncEnv::new();
     env.connector("zoho", &shipped("zoho", &fake.base));
     env.importer("crm", &importer(&env, "Zoho", ""));
@@ -183,5 +183,8 @@ async fn the_lead_source_filter_an_empty_module_and_a_revoked_refresh_token() {
     );
     let error = bad.run("crm").await.unwrap_err().to_string();
     assert!(error.contains("invalid_code"), "{error}");
-    assert!(!error.contains("1000.revoked") && !error.contains(CLIENT.1), "{error}");
+    assert!(
+        !error.contains("1000.revoked") && !error.contains(CLIENT.1),
+        "{error}"
+    );
 }

@@ -51,10 +51,17 @@ async fn contacts_by_keyset_in_the_coql_body_and_an_incremental_run() {
 
     let requests = fake.requests();
     assert_eq!(requests[0].path, "/oauth/v2/token");
-    let queries: Vec<String> = requests[1..].iter().map(|r| select_query(&r.body)).collect();
+    let queries: Vec<String> = requests[1..]
+        .iter()
+        .map(|r| select_query(&r.body))
+        .collect();
     // Three pages, the third refused once by the rate limit and sent again.
     assert_eq!(queries.len(), 4);
-    assert!(queries[0].contains("where id is not null order by"), "{}", queries[0]);
+    assert!(
+        queries[0].contains("where id is not null order by"),
+        "{}",
+        queries[0]
+    );
     assert!(
         queries[1].contains(&format!(
             "((Modified_Time > '2024-05-01T12:40:00+01:00') or (Modified_Time = '2024-05-01T12:40:00+01:00' and id > {}))",
@@ -66,7 +73,10 @@ async fn contacts_by_keyset_in_the_coql_body_and_an_incremental_run() {
     for r in &requests[1..] {
         assert_eq!(r.method, "POST");
         assert_eq!(r.path, "/crm/v5/coql");
-        assert_eq!(r.header("authorization"), Some("Zoho-oauthtoken 1000.access.1"));
+        assert_eq!(
+            r.header("authorization"),
+            Some("Zoho-oauthtoken 1000.access.1")
+        );
         assert!(select_query(&r.body).ends_with("limit 10"));
     }
 

@@ -113,7 +113,11 @@ pub fn service(token: &str) -> Service {
 
 /// `hs_lead_status` as [`contact`] writes it.
 fn lead_status(c: &Contact) -> &'static str {
-    if c.id.is_multiple_of(2) { "OPEN" } else { "CONNECTED" }
+    if c.id.is_multiple_of(2) {
+        "OPEN"
+    } else {
+        "CONNECTED"
+    }
 }
 
 /// Epoch milliseconds or ISO 8601 ("Date values as epoch milliseconds (ISO strings also

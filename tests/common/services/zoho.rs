@@ -101,7 +101,12 @@ pub fn contact(c: &Contact, query: &Query) -> Value {
     });
     let mut out = Map::new();
     out.insert("id".into(), json!(record_id(c.id)));
-    for name in query.get("fields").map(String::as_str).unwrap_or("").split(',') {
+    for name in query
+        .get("fields")
+        .map(String::as_str)
+        .unwrap_or("")
+        .split(',')
+    {
         if let Some(value) = all.get(name.trim()) {
             out.insert(name.trim().to_string(), value.clone());
         }
@@ -239,10 +244,7 @@ pub fn coql_row(c: &Contact, query: &Query) -> Value {
     let fields = query.get("select").cloned().unwrap_or_default();
     if let Some(map) = row.as_object_mut() {
         if fields.contains("Account_Name.Account_Name") {
-            map.insert(
-                "Account_Name.Account_Name".into(),
-                json!(c.company.clone()),
-            );
+            map.insert("Account_Name.Account_Name".into(), json!(c.company.clone()));
         }
         if fields.contains("Owner.full_name") {
             map.insert("Owner.full_name".into(), json!(format!("Rep {}", c.owner)));
@@ -309,7 +311,9 @@ pub fn coql(body: &Value) -> Result<Query, String> {
         .strip_prefix("((Modified_Time > ")
         .and_then(|k| k.strip_suffix(')'))
     {
-        let (t, rest) = keyset.split_once(") or (Modified_Time = ").ok_or("SYNTAX_ERROR or")?;
+        let (t, rest) = keyset
+            .split_once(") or (Modified_Time = ")
+            .ok_or("SYNTAX_ERROR or")?;
         let (t2, id) = rest.split_once(" and id > ").ok_or("SYNTAX_ERROR and")?;
         let id = id.strip_suffix(')').ok_or("SYNTAX_ERROR )")?;
         if t != t2 {
@@ -356,9 +360,7 @@ pub fn coql_service(
         })],
         order: |c, _| (c.updated.timestamp(), c.id as i64),
         record: coql_row,
-        body: |data, info: &PageInfo| {
-            json!({"data": data, "info": {"count": data_len(info), "more_records": info.has_more}})
-        },
+        body: |data, info: &PageInfo| json!({"data": data, "info": {"count": data_len(info), "more_records": info.has_more}}),
         required: vec!["select", "limit"],
         protocol: Protocol {
             body_params: Some(coql),
