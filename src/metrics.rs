@@ -21,6 +21,8 @@ pub const RUNS: &str = "tributary_runs_total";
 pub const CONTACTS: &str = "tributary_contacts_total";
 /// Pages fetched.
 pub const PAGES: &str = "tributary_pages_total";
+/// Records stamped in the future, which never move the watermark.
+pub const FUTURE_STAMPED: &str = "tributary_future_stamped_records_total";
 /// HTTP responses by class (`2xx`, `3xx`, `4xx`, `429`, `5xx`, `error`).
 pub const HTTP_RESPONSES: &str = "tributary_http_responses_total";
 /// Requests sent again after a failure.
@@ -57,6 +59,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     metrics::describe_counter!(RUNS, "Runs ended, by outcome.");
     metrics::describe_counter!(CONTACTS, "Contacts by what a run did with them.");
     metrics::describe_counter!(PAGES, "Pages fetched.");
+    metrics::describe_counter!(
+        FUTURE_STAMPED,
+        "Records stamped later than now plus the connector's future tolerance."
+    );
     metrics::describe_counter!(HTTP_RESPONSES, "HTTP responses by class.");
     metrics::describe_counter!(RETRIES, "Requests sent again after a failure.");
     metrics::describe_histogram!(RUN_DURATION, metrics::Unit::Seconds, "Wall time of runs.");
@@ -121,7 +127,12 @@ pub fn run_finished(importer: &Importer, result: &Result<RunSummary, RunError>) 
     if let Ok(summary) = result {
         histogram!(RUN_DURATION, "importer" => id.clone()).record(summary.duration.as_secs_f64());
         if matches!(summary.outcome, RunOutcome::Completed | RunOutcome::Partial) {
-            gauge!(LAST_SUCCESS, "importer" => id).set(chrono::Utc::now().timestamp() as f64);
+            gauge!(LAST_SUCCESS, "importer" => id.clone())
+                .set(chrono::Utc::now().timestamp() as f64);
+        }
+        if summary.future_stamped > 0 {
+            counter!(FUTURE_STAMPED, "importer" => id, "connector" => connector)
+                .increment(summary.future_stamped);
         }
     }
 }

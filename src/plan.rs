@@ -345,6 +345,19 @@ impl Pagination {
     pub fn style(&self) -> &'static str {
         self.into()
     }
+
+    /// Whether the style's position is a place in a list that shifts when a record
+    /// earlier in the order changes (offset, page number, and the `Link` and next URLs
+    /// that carry one): such a pass skips records unless it re-queries by update time.
+    pub fn shifts_with_changes(&self) -> bool {
+        matches!(
+            self,
+            Pagination::Offset { .. }
+                | Pagination::PageNumber { .. }
+                | Pagination::LinkHeader { .. }
+                | Pagination::NextUrl { .. }
+        )
+    }
 }
 
 /// Stop rules and loop guards shared by every paginated style.
@@ -450,12 +463,66 @@ pub enum Sync {
         lookback: Duration,
         /// Periodic full pass, if any.
         full_refresh_every: Option<Duration>,
+        /// The order the service returns a pass in.
+        order: PassOrder,
+        /// Whether `since` includes records updated exactly at it.
+        since_inclusive: bool,
+        /// The record's tie-breaker (`keyset.id`); `None`: the external id.
+        tie_breaker: Option<JsonPath>,
+        /// The watermark never passes the pass's start minus this.
+        safety_lag: Duration,
+        /// A record stamped past now plus this never moves the watermark.
+        future_tolerance: Duration,
     },
     /// Full pass every `every`.
     FullRefresh {
         /// Interval between full passes.
         every: Duration,
     },
+}
+
+impl Sync {
+    /// Whether the service returns a pass sorted by update time, oldest first.
+    pub fn sorted_by_update(&self) -> bool {
+        matches!(
+            self,
+            Sync::Incremental {
+                order: PassOrder::UpdatedAsc,
+                ..
+            }
+        )
+    }
+
+    /// How far behind a pass's start the watermark stays at most.
+    pub fn safety_lag(&self) -> Duration {
+        match self {
+            Sync::Incremental { safety_lag, .. } => *safety_lag,
+            Sync::FullRefresh { .. } => defaults::SAFETY_LAG,
+        }
+    }
+
+    /// How far past now a record's update time may be and still move the watermark.
+    pub fn future_tolerance(&self) -> Duration {
+        match self {
+            Sync::Incremental {
+                future_tolerance, ..
+            } => *future_tolerance,
+            Sync::FullRefresh { .. } => defaults::FUTURE_TOLERANCE,
+        }
+    }
+}
+
+/// The order a service returns a pass in (`sync.order`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PassOrder {
+    /// By update time, oldest first (ties in any order).
+    UpdatedAsc,
+    /// By id, or another key that does not change when a record does.
+    Id,
+    /// Unknown or none.
+    #[default]
+    None,
 }
 
 /// A declared filter.
@@ -807,6 +874,10 @@ pub mod defaults {
     pub const FIRST_OFFSET: u64 = 0;
     /// Re-read before the watermark.
     pub const LOOKBACK: Duration = Duration::ZERO;
+    /// How far behind a pass's start the watermark stays at most.
+    pub const SAFETY_LAG: Duration = Duration::from_secs(60);
+    /// How far past now an update time may be and still move the watermark.
+    pub const FUTURE_TOLERANCE: Duration = Duration::from_secs(15 * 60);
     /// Whether a `next_url` is followed exactly as given.
     pub const NEXT_URL_VERBATIM: bool = true;
     /// Full-refresh interval.

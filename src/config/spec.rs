@@ -18,7 +18,7 @@ use crate::duration::IsoDuration;
 pub use crate::model::{CustomFieldType, SubscriptionMeaning};
 pub use crate::plan::{
     ApiKeyLocation, ClientAuth, ErrorAction, FilterOp, FilterValueType, HttpMethod, LogFormat,
-    Oauth2Grant, RemainingFormat, ResetFormat, StopRule,
+    Oauth2Grant, PassOrder, RemainingFormat, ResetFormat, StopRule,
 };
 pub use crate::secret::SecretRef;
 
@@ -934,6 +934,32 @@ pub struct IncrementalSpec {
     /// Full re-fetch interval even for an incremental service. Default: never.
     #[serde(default)]
     pub full_refresh_every: Option<IsoDuration>,
+    /// The order the service returns a pass in: `updated_asc` (by update time, oldest
+    /// first: the watermark advances with each page, and offset, page-number, `Link` and
+    /// next-URL passes re-query from the newest committed update time instead of
+    /// advancing, so a record edited mid-pass never makes another one skipped), `id`, or
+    /// `none` (default): the watermark then moves only when a pass completes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<PassOrder>,
+    /// Whether the service's updated-since filter includes records updated exactly at
+    /// `since` (`>=`, true) or not (`>`, false: the engine asks from a second earlier, so
+    /// records sharing the boundary's time are not lost). Required with
+    /// `order: updated_asc`; default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_inclusive: Option<bool>,
+    /// JSONPath of the record's tie-breaker, sent with the update time in a keyset
+    /// (`keyset.id`): a value unique per record. Default: the `external_id` field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tie_breaker: Option<String>,
+    /// How far behind the start of a pass the watermark stays at most: records the
+    /// service stamped shortly before the pass started but made visible only after it
+    /// (replication, indexing) are read by the next pass. Default: `PT1M`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety_lag: Option<IsoDuration>,
+    /// A record stamped later than now plus this (a wrong clock, a date typed by hand) is
+    /// imported but never moves the watermark; it is logged and counted. Default: `PT15M`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub future_tolerance: Option<IsoDuration>,
 }
 
 /// `mode: full_refresh`.

@@ -19,7 +19,7 @@ use crate::model::{
     ContactRecord, CustomFieldType, CustomValue, FieldBinding, FieldValue, SubscriptionMeaning,
     normalize_email,
 };
-use crate::plan::{Connector, CustomField, TimeFormat};
+use crate::plan::{Connector, CustomField, Sync, TimeFormat};
 use crate::template::context_time;
 
 /// Why a record was not imported.
@@ -143,10 +143,22 @@ impl<'a> Extractor<'a> {
             .and_then(|t| first(&t.paths, record))
             .cloned()
             .unwrap_or(Value::Null);
-        let id = first(&fields.external_id, record)
-            .cloned()
-            .unwrap_or(Value::Null);
+        let id = self.tie_breaker(record);
         (!updated.is_null() || !id.is_null()).then_some(Keyset { updated, id })
+    }
+
+    /// The record's tie-breaker as the service wrote it (`sync.tie_breaker`, else the
+    /// external id); null when it has none.
+    pub fn tie_breaker(&self, record: &Value) -> Value {
+        match &self.connector.sync {
+            Sync::Incremental {
+                tie_breaker: Some(path),
+                ..
+            } => path.first(record),
+            _ => first(&self.connector.fields.external_id, record),
+        }
+        .cloned()
+        .unwrap_or(Value::Null)
     }
 
     /// Maps one record.

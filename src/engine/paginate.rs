@@ -14,11 +14,12 @@
 
 use std::collections::HashSet;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::engine::redact::SecretSet;
-use crate::plan::{PageCommon, Pagination};
+use crate::plan::{PageCommon, Pagination, TimeFormat};
 
 pub use crate::plan::StopRule;
 
@@ -49,6 +50,58 @@ pub struct PassPosition {
     /// Keyset of the last record read (keyset style, and query restarts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keyset: Option<Keyset>,
+    /// The update time the current query asks from (`since`; `None`: everything). Kept
+    /// here, not derived from the watermark, because the watermark may advance while a
+    /// pass goes on and a resumed cursor only works with the query it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    /// Queries this pass started by update time (safe paging).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub requeries: u64,
+    /// Tie-breakers of the records read at exactly `since` before the query re-started
+    /// from it: read already, they are dropped when the new query returns them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub boundary: Vec<Value>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// How `since` is written for the service, and whether a pass re-queries by it.
+#[derive(Debug, Clone)]
+pub struct SinceQuery<'a> {
+    /// `sync.since_format`.
+    pub format: &'a TimeFormat,
+    /// `sync.since_inclusive`: with `false`, the value sent is a second (a day, for dates)
+    /// earlier, so that records updated exactly at the boundary are not lost.
+    pub inclusive: bool,
+    /// Safe paging: after each page, the next query starts from the page's newest update
+    /// time instead of moving an offset, page number or URL that shifts when a record
+    /// changes mid-pass (the service sorts by update time, oldest first).
+    pub requery: bool,
+}
+
+impl SinceQuery<'_> {
+    /// `since` as the service receives it (null: omitted).
+    pub fn render(&self, since: Option<DateTime<Utc>>) -> Value {
+        let Some(since) = since else {
+            return Value::Null;
+        };
+        let since = if self.inclusive {
+            since
+        } else {
+            let step = match self.format {
+                TimeFormat::Date => chrono::Duration::days(1),
+                _ => chrono::Duration::seconds(1),
+            };
+            since.checked_sub_signed(step).unwrap_or(since)
+        };
+        self.format.format(
+            since,
+            chrono::FixedOffset::east_opt(0).expect("zero offset"),
+        )
+    }
 }
 
 /// The update time and id of a record, as the service wrote them, for re-querying from it.
@@ -75,6 +128,11 @@ pub struct PageSeen<'a> {
     pub records: usize,
     /// Keyset of the page's last record.
     pub last_keyset: Option<Keyset>,
+    /// The newest update time on the page that is not in the future (safe paging
+    /// re-queries from it).
+    pub newest: Option<DateTime<Utc>>,
+    /// Tie-breakers of the page's records updated exactly at `newest`.
+    pub at_newest: Vec<Value>,
 }
 
 /// Why a pass ended.
@@ -131,17 +189,22 @@ pub struct Paginator<'a> {
     seen: HashSet<blake3::Hash>,
     /// Keysets a query started from, over the whole pass.
     seen_keysets: HashSet<blake3::Hash>,
+    /// How `since` is written; `None` for a connector that never sends one.
+    since: Option<SinceQuery<'a>>,
 }
 
 impl<'a> Paginator<'a> {
-    /// Starts a pass, or resumes one from a saved position.
+    /// Starts a pass asking from `since`, or resumes one from a saved position (a
+    /// position saved before positions kept their `since` asks from `since`).
     pub fn new(
         style: &'a Pagination,
         page_size: u32,
         max_results_per_query: Option<u64>,
         resume: Option<PassPosition>,
+        since: Option<SinceQuery<'a>>,
+        pass_since: Option<DateTime<Utc>>,
     ) -> Self {
-        let pos = resume.unwrap_or_else(|| PassPosition {
+        let mut pos = resume.unwrap_or_else(|| PassPosition {
             page: match style {
                 Pagination::PageNumber { start, .. } => Some(*start),
                 _ => None,
@@ -152,6 +215,9 @@ impl<'a> Paginator<'a> {
             },
             ..PassPosition::default()
         });
+        if pos.since.is_none() {
+            pos.since = pass_since;
+        }
         Self {
             style,
             page_size,
@@ -159,13 +225,53 @@ impl<'a> Paginator<'a> {
             pos,
             seen: HashSet::new(),
             seen_keysets: HashSet::new(),
+            since,
         }
     }
 
     /// Starts the pass again from its first page, forgetting every token seen: the
-    /// service no longer accepts the position (an expired cursor or query locator).
+    /// service no longer accepts the position (an expired cursor or query locator). The
+    /// query keeps its `since`: everything before it was read.
     pub fn restart(&mut self) {
-        *self = Paginator::new(self.style, self.page_size, self.max_results_per_query, None);
+        let since = self.pos.since;
+        *self = Paginator::new(
+            self.style,
+            self.page_size,
+            self.max_results_per_query,
+            None,
+            self.since.clone(),
+            since,
+        );
+    }
+
+    /// Whether safe paging re-queries this pass: the run then gathers what
+    /// [`PageSeen::at_newest`] needs and asks [`Paginator::read_before`] of each record.
+    pub fn requeries(&self) -> bool {
+        self.since.as_ref().is_some_and(|q| q.requery)
+    }
+
+    /// Whether a record a re-started query returns was read before in this pass: one
+    /// updated before the query's `since` (the service sorts oldest first, so the pass
+    /// read it; an exclusive filter asked from a second earlier), or at `since` with a
+    /// tie-breaker read there. Such a record is dropped, not fetched again.
+    pub fn read_before(&self, at: Option<DateTime<Utc>>, tie: &Value) -> bool {
+        if self.pos.requeries == 0 || !self.requeries() {
+            return false;
+        }
+        match (at, self.pos.since) {
+            (Some(at), Some(since)) => {
+                at < since || (at == since && !tie.is_null() && self.pos.boundary.contains(tie))
+            }
+            _ => false,
+        }
+    }
+
+    /// `since` of the next request, as the service receives it.
+    pub fn since_value(&self) -> Value {
+        match &self.since {
+            Some(query) => query.render(self.pos.since),
+            None => Value::Null,
+        }
     }
 
     /// Moves past the next page without reading it (`page_number` and `offset` styles:
@@ -202,6 +308,9 @@ impl<'a> Paginator<'a> {
             None => json!({"updated": null, "id": null}),
         };
         vars.insert("keyset".into(), keyset);
+        if self.since.is_some() {
+            vars.insert("since".into(), self.since_value());
+        }
         vars
     }
 
@@ -217,6 +326,56 @@ impl<'a> Paginator<'a> {
 
     /// Takes in a page and moves the position to the next request.
     pub fn advance(
+        &mut self,
+        page: &PageSeen<'_>,
+        secrets: &SecretSet,
+    ) -> Result<Step, PaginateError> {
+        let step = self.advance_in_query(page, secrets)?;
+        if step == Step::Continue {
+            self.requery_if_safe(page);
+        }
+        Ok(step)
+    }
+
+    /// Safe paging: the next query asks from the page's newest update time (inclusive),
+    /// from its first page, instead of the offset, page number or URL the style would
+    /// move to, which a record changed mid-pass shifts. Only when that time is written
+    /// differently from the current query's: a page whose records all share the query's
+    /// own time (more ties than a page, or a coarse `since_format`) goes on within the
+    /// query instead, so the pass always moves forward and never loops.
+    fn requery_if_safe(&mut self, page: &PageSeen<'_>) {
+        let Some(query) = &self.since else {
+            return;
+        };
+        if !query.requery {
+            return;
+        }
+        let Some(newest) = page.newest else {
+            return;
+        };
+        if self.pos.since.is_some_and(|since| newest <= since)
+            || query.render(Some(newest)) == query.render(self.pos.since)
+        {
+            return;
+        }
+        self.pos.since = Some(newest);
+        self.pos.requeries += 1;
+        self.pos.boundary = page.at_newest.clone();
+        self.pos.page = match self.style {
+            Pagination::PageNumber { start, .. } => Some(*start),
+            _ => None,
+        };
+        self.pos.offset = match self.style {
+            Pagination::Offset { start, .. } => Some(*start),
+            _ => None,
+        };
+        self.pos.url = None;
+        self.pos.cursor = None;
+        self.pos.query_records = 0;
+        self.seen.clear();
+    }
+
+    fn advance_in_query(
         &mut self,
         page: &PageSeen<'_>,
         secrets: &SecretSet,
@@ -359,7 +518,9 @@ impl<'a> Paginator<'a> {
                     .total_pages
                     .as_ref()
                     .and_then(|p| p.first(body).and_then(number));
-                total.is_some_and(|t| self.pos.records >= t)
+                // A total counts the current query's records: a pass that re-queried
+                // (safe paging, a capped query) has read more than this query matches.
+                total.is_some_and(|t| self.pos.query_records >= t)
                     || total_pages.is_some_and(|t| self.pages_read_in_numbering() >= t)
             }
         })

@@ -18,7 +18,7 @@ use tracing::Instrument as _;
 use crate::engine::client::{Client, ClientError, Prepared, Response, body_start};
 use crate::engine::extract::{Extractor, Mapped, PageShapeError, SkipReason};
 use crate::engine::filter::ClientFilters;
-use crate::engine::paginate::{PageSeen, PaginateError, Paginator, PassPosition, Step};
+use crate::engine::paginate::{PageSeen, PaginateError, Paginator, PassPosition, SinceQuery, Step};
 use crate::engine::projection::PageProjection;
 use crate::model::{
     Checkpoint, ContactRecord, CustomFieldDef, FieldBinding, FieldValue, PageOutcome, PageWrite,
@@ -163,6 +163,9 @@ pub struct RunSummary {
     /// Why this run dropped a saved position and started a new pass (`changed: request,
     /// filter_values`), when it did.
     pub pass_restarted: Option<String>,
+    /// Records stamped later than now plus `sync.future_tolerance`: imported, but they
+    /// did not move the watermark.
+    pub future_stamped: u64,
 }
 
 /// What kind of failure ended a run: what the scheduler decides on (back off, pause for
@@ -385,6 +388,7 @@ async fn run_in_span(
         resumed: false,
         restarts: std::sync::atomic::AtomicU32::new(0),
         pass_restarted: None,
+        future_stamped: 0,
     };
     let result = run.execute().await;
     // A quota stop is not a failure: the pages before it are committed (below), and the
@@ -453,6 +457,7 @@ async fn run_in_span(
                 dry_run: run.options.dry_run.then(|| std::mem::take(&mut run.dry)),
                 not_before,
                 pass_restarted: run.pass_restarted.take(),
+                future_stamped: run.future_stamped,
             })
         }
         Err(fail) => {
@@ -564,6 +569,8 @@ struct Run {
     /// Why a saved position was dropped for a new pass (the parts of the configuration
     /// that changed), when it was.
     pass_restarted: Option<String>,
+    /// Records stamped in the future (see [`RunSummary::future_stamped`]).
+    future_stamped: u64,
 }
 
 /// The parts of a pass fingerprint (`part=hash;...`) that differ, named for the log;
@@ -624,8 +631,11 @@ impl Run {
             resume
         };
         let resumed = resume.is_some();
+        // No full pass ever completed: this pass reads everyone. (A watermark can exist
+        // without one: a pass sorted by update time moves it with each page.)
+        let never_full = checkpoint.last_full_refresh.is_none();
         if !resumed {
-            let first = checkpoint.watermark.is_none() && checkpoint.last_full_refresh.is_none();
+            let first = never_full;
             let full = first
                 || self.options.full_refresh
                 || match &connector.sync {
@@ -644,7 +654,7 @@ impl Run {
             checkpoint.pass_started_at = Some(now);
         }
         checkpoint.fingerprint = Some(importer.fingerprint.clone());
-        let pass = if checkpoint.watermark.is_none() && checkpoint.last_full_refresh.is_none() {
+        let pass = if never_full && checkpoint.full_refresh {
             PassKind::First
         } else if checkpoint.full_refresh {
             PassKind::FullRefresh
@@ -659,34 +669,45 @@ impl Run {
             Arc::clone(&self.store),
             self.options.limits,
         )?;
-        let since = match (
+        // The `since` a new pass asks from; a resumed pass asks from the one it saved.
+        let pass_since = match (
             &connector.sync,
             checkpoint.full_refresh,
             checkpoint.watermark,
         ) {
-            (
-                Sync::Incremental {
-                    since_format,
-                    lookback,
-                    ..
-                },
-                false,
-                Some(watermark),
-            ) => {
+            (Sync::Incremental { lookback, .. }, false, Some(watermark)) => Some(
                 // Checked: a lookback reaching before the first representable date
                 // means "everything", not a panic (config bounds it to 100 years).
-                let since = chrono::Duration::from_std(*lookback)
+                chrono::Duration::from_std(*lookback)
                     .ok()
                     .and_then(|lookback| watermark.checked_sub_signed(lookback))
-                    .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
-                since_format.format(
-                    since,
-                    chrono::FixedOffset::east_opt(0).expect("zero offset"),
-                )
-            }
-            _ => Value::Null,
+                    .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC),
+            ),
+            _ => None,
         };
-        client.set("since", since);
+        let since_query = match &connector.sync {
+            Sync::Incremental {
+                since_format,
+                since_inclusive,
+                ..
+            } => Some(SinceQuery {
+                format: since_format,
+                inclusive: *since_inclusive,
+                requery: connector.sync.sorted_by_update()
+                    && connector.pagination.shifts_with_changes(),
+            }),
+            Sync::FullRefresh { .. } => None,
+        };
+        let pass_started = checkpoint.pass_started_at.unwrap_or(now);
+        let safety_lag = chrono::Duration::from_std(connector.sync.safety_lag())
+            .unwrap_or(chrono::Duration::zero());
+        // The watermark never passes this: what changed after it (or was stamped before
+        // it and became visible late) is read by the next pass.
+        let watermark_cap = pass_started
+            .checked_sub_signed(safety_lag)
+            .unwrap_or(pass_started);
+        let future_tolerance = chrono::Duration::from_std(connector.sync.future_tolerance())
+            .unwrap_or(chrono::Duration::zero());
 
         let defs: Vec<CustomFieldDef> = connector
             .custom_fields
@@ -719,7 +740,10 @@ impl Run {
             importer.page_size,
             connector.max_results_per_query,
             resume,
+            since_query,
+            pass_since,
         );
+        client.set("since", paginator.since_value());
         let readd = matches!(
             connector.pagination,
             Pagination::NextUrl {
@@ -788,9 +812,45 @@ impl Run {
             let mut contacts = Vec::with_capacity(records.len());
             let mut deleted = Vec::new();
             let mut page_high: Option<DateTime<Utc>> = None;
+            let future_from = Utc::now()
+                .checked_add_signed(future_tolerance)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC);
+            let future_from_opt = Some(future_from);
+            let requeries = paginator.requeries();
+            let mut repeats = 0u64;
+            let mut at_newest: Vec<Value> = Vec::new();
             for record in &records {
                 let out = extractor.map(record);
-                page_high = page_high.max(out.updated_at);
+                let tie = if requeries {
+                    extractor.tie_breaker(record)
+                } else {
+                    Value::Null
+                };
+                if paginator.read_before(out.updated_at, &tie) {
+                    // Safe paging's re-query returned a record this pass committed.
+                    repeats += 1;
+                    continue;
+                }
+                if requeries && out.updated_at.is_some() && out.updated_at <= future_from_opt {
+                    if out.updated_at > page_high {
+                        at_newest.clear();
+                    }
+                    if out.updated_at >= page_high {
+                        at_newest.push(tie.clone());
+                    }
+                }
+                match out.updated_at {
+                    Some(at) if at > future_from => {
+                        // Imported, but never the watermark: one record stamped in 2030
+                        // would hide every later change until a full refresh.
+                        self.future_stamped += 1;
+                        if self.future_stamped <= u64::from(SKIP_SAMPLES) {
+                            let external_id = out.external_id.as_deref().unwrap_or("-");
+                            tracing::warn!(importer = %importer.id, updated_at = %at, external_id, "A record is stamped in the future; it is imported but does not move the watermark.");
+                        }
+                    }
+                    at => page_high = page_high.max(at),
+                }
                 let mapped = match out.mapped {
                     Mapped::Contact(contact, failures) => {
                         match oversized_value(
@@ -846,10 +906,12 @@ impl Run {
                 url: &response.url,
                 records: records.len(),
                 last_keyset: records.last().and_then(|r| extractor.keyset(r)),
+                newest: page_high,
+                at_newest,
             };
             let step = paginator.advance(&seen, client.secrets())?;
             self.counts.pages += 1;
-            self.counts.fetched += records.len() as u64;
+            self.counts.fetched += records.len() as u64 - repeats;
             pages_this_run += 1;
             drop(records);
             // Freeing a parsed page (hundreds of thousands of small allocations) is a
@@ -860,6 +922,13 @@ impl Run {
             }
 
             checkpoint.pass_high_water = checkpoint.pass_high_water.max(page_high);
+            if connector.sync.sorted_by_update() {
+                // Sorted oldest first: everything up to this page's newest time is read
+                // and commits with this page.
+                checkpoint.watermark = checkpoint
+                    .watermark
+                    .max(page_high.map(|high| high.min(watermark_cap)));
+            }
             match step {
                 Step::Continue => {
                     checkpoint.position = Some(
@@ -869,7 +938,14 @@ impl Run {
                 }
                 Step::Done(end) => {
                     tracing::debug!(importer = %importer.id, end = ?end, "Pass complete.");
-                    checkpoint.watermark = checkpoint.watermark.max(checkpoint.pass_high_water);
+                    // Never past the pass's start minus the safety lag: a record changed
+                    // after the pass read it, or stamped before the pass but visible only
+                    // after, is read by the next pass.
+                    checkpoint.watermark = checkpoint.watermark.max(
+                        checkpoint
+                            .pass_high_water
+                            .map(|high| high.min(watermark_cap)),
+                    );
                     if checkpoint.full_refresh {
                         checkpoint.last_full_refresh = checkpoint.pass_started_at;
                     }

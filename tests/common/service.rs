@@ -182,6 +182,23 @@ impl People {
         person.updated = latest + Duration::hours(1);
     }
 
+    /// Changes person `id` and stamps it `at` (a test of time near now, or in the
+    /// future, where [`People::edit`]'s "an hour after everyone" does not fit).
+    pub fn edit_at(&self, id: u64, at: DateTime<Utc>, change: impl FnOnce(&mut Contact)) {
+        let mut people = self.0.lock().unwrap();
+        let person = people
+            .iter_mut()
+            .find(|p| p.id == id)
+            .expect("person exists");
+        change(person);
+        person.updated = at;
+    }
+
+    /// Adds a person (one that becomes visible only now).
+    pub fn add(&self, person: Contact) {
+        self.0.lock().unwrap().push(person);
+    }
+
     /// A copy of everyone.
     pub fn all(&self) -> Vec<Contact> {
         self.0.lock().unwrap().clone()

@@ -126,7 +126,17 @@ fn check_file(kind: &str, example: &Example) -> String {
         _ => std::fs::write(&config, &example.text).unwrap(),
     }
     let report = load(&config, LoadOptions::default());
-    render(&report.diagnostics)
+    // The example's own diagnostics, and errors anywhere: the shipped connectors an
+    // importer example loads with may carry warnings of their own (issue 17's unsafe
+    // paging warning), which say nothing about the example.
+    let own: Vec<_> = report
+        .diagnostics
+        .into_iter()
+        .filter(|d| {
+            d.is_error() || d.file.ends_with("example.yaml") || d.file.ends_with("tributary.yaml")
+        })
+        .collect();
+    render(&own)
 }
 
 #[test]

@@ -29,14 +29,25 @@ async fn customers_in_pages_with_the_documented_since_form() {
     let c = &summary.counts;
     assert_eq!((c.pages, c.fetched, c.created), (3, 25, 25));
     let requests = fake.requests();
+    // Safe paging (issue 17): each later page is a new query from the newest
+    // `date_modified` committed (`:min` is inclusive), page 1 again, so a customer edited
+    // mid-pass shifts nobody past the pass.
     let pages: Vec<_> = requests.iter().map(|r| r.q("page").unwrap()).collect();
-    assert_eq!(pages, ["1", "2", "3"]);
+    assert_eq!(pages, ["1", "1", "1"]);
+    let since: Vec<_> = requests.iter().map(|r| r.q("date_modified:min")).collect();
+    assert_eq!(
+        since,
+        [
+            None,
+            Some("2024-05-01T11:40:00"),
+            Some("2024-05-01T13:10:00")
+        ]
+    );
     for r in &requests {
         assert_eq!(r.header("x-auth-token"), Some(TOKEN));
         assert_eq!(r.q("limit"), Some("10"));
         assert_eq!(r.q("sort"), Some("date_modified:asc"));
         assert_eq!(r.q("include"), Some("addresses"));
-        assert_eq!(r.q("date_modified:min"), None);
         assert_eq!(r.q("customer_group_id:in"), None);
     }
 

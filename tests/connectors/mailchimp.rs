@@ -30,16 +30,27 @@ async fn members_consent_custom_fields_and_an_incremental_run() {
     let c = &summary.counts;
     assert_eq!((c.pages, c.fetched, c.created, c.skipped), (3, 25, 25, 0));
 
-    // What Mailchimp received: three pages by offset, the key as the Basic password,
-    // no `since` on a first run, the sort and the field selection.
+    // What Mailchimp received: three pages, the key as the Basic password, no `since`
+    // on the first page of a first run, the sort and the field selection. Safe paging
+    // (issue 17): each later page is a new query from the newest `last_changed`
+    // committed (a second earlier: Mailchimp's filter is exclusive), at offset 0, so a
+    // member edited mid-pass shifts nobody past the pass.
     let requests = fake.requests();
     assert_eq!(requests.len(), 3);
     let offsets: Vec<_> = requests.iter().map(|r| r.q("offset").unwrap()).collect();
-    assert_eq!(offsets, ["0", "10", "20"]);
+    assert_eq!(offsets, ["0", "0", "0"]);
+    let since: Vec<_> = requests.iter().map(|r| r.q("since_last_changed")).collect();
+    assert_eq!(
+        since,
+        [
+            None,
+            Some("2024-05-01T11:39:59Z"),
+            Some("2024-05-01T13:09:59Z")
+        ]
+    );
     for r in &requests {
         assert_eq!(r.path, format!("/3.0/lists/{LIST_ID}/members"));
         assert_eq!(r.q("count"), Some("10"));
-        assert_eq!(r.q("since_last_changed"), None);
         assert_eq!(r.q("sort_field"), Some("last_changed"));
         assert_eq!(r.q("vip_only"), None, "no filter given, none sent");
         assert!(r.q("fields").unwrap().contains("members.location"));
@@ -107,8 +118,8 @@ async fn members_consent_custom_fields_and_an_incremental_run() {
     let since = DateTime::parse_from_rfc3339(requests[0].q("since_last_changed").unwrap()).unwrap();
     assert_eq!(
         since,
-        epoch() + Duration::minutes(250) - Duration::minutes(1),
-        "the newest last_changed of the first run, minus the lookback"
+        epoch() + Duration::minutes(250) - Duration::minutes(1) - Duration::seconds(1),
+        "the newest last_changed of the first run, minus the lookback and a second (the filter is exclusive)"
     );
     let all = env.all_contacts().await;
     let seven = contact(&all, "person7@example.com");

@@ -36,8 +36,10 @@ async fn contacts_through_query_all_with_opt_out_bounce_and_deletions() {
     let c = &summary.counts;
     assert_eq!((c.pages, c.fetched, c.created), (3, 450, 449));
 
-    // The refresh grant, then the first query with the batch size, then the relative
-    // nextRecordsUrl twice, with no parameters at all.
+    // The refresh grant, then the first query with the batch size, then (safe paging,
+    // issue 17) a new query from the newest `SystemModstamp` committed for each later
+    // page instead of the `nextRecordsUrl`, so a contact edited mid-pass shifts nobody
+    // past the pass.
     let requests = fake.requests();
     assert_eq!(requests.len(), 4);
     assert_eq!(requests[0].path, "/services/oauth2/token");
@@ -55,11 +57,13 @@ async fn contacts_through_query_all_with_opt_out_bounce_and_deletions() {
         );
     }
     for r in &requests[2..] {
+        assert_eq!(r.path, format!("/services/data/{VERSION}/queryAll"));
+        assert_eq!(r.header("sforce-query-options"), Some("batchSize=200"));
         assert!(
-            r.path
-                .starts_with(&format!("/services/data/{VERSION}/queryAll/"))
+            r.q("q").unwrap().contains("WHERE SystemModstamp > "),
+            "{:?}",
+            r.q("q")
         );
-        assert!(r.query.is_empty());
     }
 
     let all = env.all_contacts().await;
@@ -87,7 +91,8 @@ async fn contacts_through_query_all_with_opt_out_bounce_and_deletions() {
     }
 
     // Person 9 is deleted at Salesforce, person 2 changes title: the next run's SOQL
-    // asks from the watermark minus a minute and marks person 9 deleted here.
+    // asks from the watermark minus a minute (and a second: `>` is exclusive) and marks
+    // person 9 deleted here.
     people.edit(9, |c| c.deleted = true);
     people.edit(2, |c| c.job_title = Some("Head of buying".into()));
     fake.clear();
@@ -97,8 +102,8 @@ async fn contacts_through_query_all_with_opt_out_bounce_and_deletions() {
     let requests = fake.requests();
     let q = requests.iter().find_map(|r| r.q("q")).unwrap().to_string();
     assert!(
-        q.contains("WHERE SystemModstamp > 2024-05-04T12:59:00Z"),
-        "the watermark (person 450) minus the lookback, unquoted: {q}"
+        q.contains("WHERE SystemModstamp > 2024-05-04T12:58:59Z"),
+        "the watermark (person 450) minus the lookback and a second, unquoted: {q}"
     );
     let all = env.all_contacts().await;
     let nine = contact(&all, "person9@example.com");

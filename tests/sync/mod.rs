@@ -9,6 +9,7 @@ mod cli;
 mod crash;
 mod error_rules;
 mod fakes;
+mod incremental;
 mod oauth;
 mod passes;
 mod ratelimit;

@@ -20,7 +20,8 @@ use crate::config::spec::{
     RateLimitSpec, RecordsAbsent, SettingSpec, SyncSpec, TimeoutsSpec,
 };
 use crate::plan::{
-    Connector, Filter, FilterApply, FilterOp, FilterValueType, RateLimit, Setting, Sync, defaults,
+    Connector, Filter, FilterApply, FilterOp, FilterValueType, Pagination, PassOrder, RateLimit,
+    Setting, Sync, defaults,
 };
 use crate::timeformat::TimeFormat;
 
@@ -108,7 +109,7 @@ pub(super) fn compile(
     let custom_fields = fields::custom(&mut cx, &service, &contacts.custom_fields);
     let subscription = fields::subscription(&mut cx, contacts.subscription.as_ref());
     let deleted = fields::deleted(&mut cx, contacts.deleted.as_ref());
-    let sync = sync(&mut cx, &spec.sync);
+    let sync = sync(&mut cx, spec, pagination.as_ref());
     let error_rules = error_rules::compile(&mut cx, spec);
     let filters = filters(&mut cx, spec);
     unused_declarations(&mut cx, spec);
@@ -300,13 +301,18 @@ fn max_results_per_query(cx: &mut TemplateCx, contacts: &ContactsSpec) {
 }
 
 /// `sync`: incremental connectors send `{{since}}`, full-refresh ones never do.
-fn sync(cx: &mut TemplateCx, spec: &SyncSpec) -> Sync {
+fn sync(cx: &mut TemplateCx, spec: &ConnectorSpec, pagination: Option<&Pagination>) -> Sync {
     let request_vars = cx.uses.common.clone();
-    match spec {
+    match &spec.sync {
         SyncSpec::Incremental(IncrementalSpec {
             since_format,
             lookback,
             full_refresh_every,
+            order,
+            since_inclusive,
+            tie_breaker,
+            safety_lag,
+            future_tolerance,
         }) => {
             let since_format = match since_format.as_deref().map(TimeFormat::parse) {
                 None => TimeFormat::Rfc3339,
@@ -328,10 +334,68 @@ fn sync(cx: &mut TemplateCx, spec: &SyncSpec) -> Sync {
                 cx.file
                     .error("sync.full_refresh_every", "must be at least PT1M");
             }
+            let order = order.unwrap_or_default();
+            if order == PassOrder::UpdatedAsc {
+                if spec.contacts.fields.updated_at.is_none() {
+                    cx.file.error(
+                        "sync.order",
+                        "`updated_asc` needs contacts.fields.updated_at: the engine re-queries \
+                         and moves the watermark by the update time of the records it read",
+                    );
+                }
+                if since_inclusive.is_none() {
+                    cx.file.error(
+                        "sync.order",
+                        "with `updated_asc`, say whether the service's updated-since filter \
+                         includes the boundary: `since_inclusive: true` (>=) or `false` (>)",
+                    );
+                }
+            }
+            let tie_breaker = tie_breaker
+                .as_deref()
+                .and_then(|path| cx.path("sync.tie_breaker", path));
+            let safety_lag = duration_or(safety_lag.as_ref(), defaults::SAFETY_LAG);
+            if safety_lag > MAX_SAFETY_LAG {
+                cx.file.error(
+                    "sync.safety_lag",
+                    "must be at most P1D (a longer lag re-reads that much at every run)",
+                );
+            }
+            let future_tolerance =
+                duration_or(future_tolerance.as_ref(), defaults::FUTURE_TOLERANCE);
+            if future_tolerance < defaults::MIN_INTERVAL {
+                cx.file.error(
+                    "sync.future_tolerance",
+                    "must be at least PT1M: clocks of services and hosts differ by that much",
+                );
+            }
+            if let Some(style) = pagination
+                && style.shifts_with_changes()
+                && order != PassOrder::UpdatedAsc
+            {
+                let net = match full_refresh_every {
+                    Some(_) => "sync.full_refresh_every recovers them",
+                    None => "only a full refresh recovers them: set sync.full_refresh_every",
+                };
+                cx.file.warning(
+                    "sync.order",
+                    format!(
+                        "`{}` pagination over a pass not sorted by update time can skip records \
+                         when others change while the pass pages; {net}. If the service sorts by \
+                         update time, oldest first, declare `order: updated_asc`",
+                        style.style()
+                    ),
+                );
+            }
             Sync::Incremental {
                 since_format,
                 lookback: duration_or(lookback.as_ref(), defaults::LOOKBACK),
                 full_refresh_every,
+                order,
+                since_inclusive: since_inclusive.unwrap_or(true),
+                tie_breaker,
+                safety_lag,
+                future_tolerance,
             }
         }
         SyncSpec::FullRefresh(FullRefreshSpec { every }) => {
@@ -349,6 +413,9 @@ fn sync(cx: &mut TemplateCx, spec: &SyncSpec) -> Sync {
         }
     }
 }
+
+/// The longest `sync.safety_lag`.
+const MAX_SAFETY_LAG: Duration = Duration::from_secs(86_400);
 
 /// `filters`: a client-side filter reads a mapped field, with a type its comparison takes.
 fn filters(cx: &mut TemplateCx, spec: &ConnectorSpec) -> BTreeMap<String, Filter> {
