@@ -82,9 +82,16 @@ pub fn store_options(daemon: &DaemonConfig) -> anyhow::Result<StoreOptions> {
         )),
         None => None,
     };
+    let node = crate::store::lease::node_id(daemon.node.as_deref()).map_err(|why| {
+        anyhow::anyhow!(
+            "{why} (from ${} or `node` in tributary.yaml)",
+            crate::store::lease::NODE_ENV
+        )
+    })?;
     Ok(StoreOptions {
         encryption_key,
         retention: daemon.retention,
+        lease_holder: crate::store::lease::LeaseHolder::on_node(node),
         ..StoreOptions::default()
     })
 }

@@ -41,6 +41,14 @@ pub const CONFIG_ERRORS: &str = "tributary_config_file_errors";
 pub const CONFIG_GENERATION: &str = "tributary_config_generation";
 /// Reloads by result (`applied`, `applied_with_errors`, `refused`).
 pub const RELOADS: &str = "tributary_config_reloads_total";
+/// Always 1, labelled with this process's node id: each node serves its own `/metrics`,
+/// and this names the node whatever the scrape target is called.
+pub const NODE: &str = "tributary_node_info";
+/// Importers claimed by this node, by result (`claimed`, `held` by another run,
+/// `not_due` as the store says).
+pub const CLAIMS: &str = "tributary_claims_total";
+/// Leases this node held and lost while running (expired, or taken over).
+pub const LEASES_LOST: &str = "tributary_leases_lost_total";
 
 /// Installs the process-wide recorder and returns the handle that renders it.
 ///
@@ -76,7 +84,27 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     metrics::describe_gauge!(CONFIG_ERRORS, "Config files skipped for errors.");
     metrics::describe_gauge!(CONFIG_GENERATION, "Configuration generation that runs.");
     metrics::describe_counter!(RELOADS, "Configuration reloads by result.");
+    metrics::describe_gauge!(NODE, "This node's id (always 1).");
+    metrics::describe_counter!(CLAIMS, "Importers this node asked to claim, by result.");
+    metrics::describe_counter!(LEASES_LOST, "Leases this node lost while running.");
     Ok(handle)
+}
+
+/// Names this node in `/metrics`.
+pub fn node(node: &str) {
+    metrics::gauge!(NODE, "node" => node.to_string()).set(1.0);
+}
+
+/// Counts claim results.
+pub fn claims(result: &'static str, count: usize) {
+    if count > 0 {
+        counter!(CLAIMS, "result" => result).increment(count as u64);
+    }
+}
+
+/// Counts a lease lost while running.
+pub fn lease_lost(importer: &str) {
+    counter!(LEASES_LOST, "importer" => importer.to_string()).increment(1);
 }
 
 /// Records a (re)load of the configuration.

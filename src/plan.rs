@@ -64,6 +64,9 @@ pub struct DaemonConfig {
     pub lease: Duration,
     /// Caps on responses and records.
     pub limits: Limits,
+    /// Node id written in `tributary.yaml` (`$TRIBUTARY_NODE` wins; see
+    /// [`crate::store::lease::node_id`]).
+    pub node: Option<String>,
 }
 
 /// Caps on what one response may make a run hold or wait for (`limits` in

@@ -2,7 +2,8 @@
 //! of the current pass, watermark, last run and result, next run, last error.
 //!
 //! Reads the store (and the config for what each importer is), so it works with or
-//! without a running daemon, on any node sharing the store.
+//! without a running daemon, on any node sharing the store; the `NODE` column names the
+//! node whose run holds each importer's lease.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -53,6 +54,9 @@ pub struct ImporterRow {
     pub last_error: Option<String>,
     /// Failed runs in a row.
     pub failures: u32,
+    /// The node holding the importer's lease now (running it), when several daemons
+    /// share the store; `None` when no run holds it.
+    pub node: Option<String>,
 }
 
 /// Runs `status`.
@@ -72,6 +76,12 @@ pub fn execute(config: Option<&Path>, args: &StatusArgs) -> anyhow::Result<i32> 
             .await?
             .into_iter()
             .map(|s| (s.importer.clone(), s))
+            .collect();
+        let holders: BTreeMap<String, String> = store
+            .lease_holders()
+            .await?
+            .into_iter()
+            .map(|l| (l.importer, l.node))
             .collect();
         let mut rows = Vec::new();
         for (id, importer) in &loaded.plan.importers {
@@ -104,6 +114,9 @@ pub fn execute(config: Option<&Path>, args: &StatusArgs) -> anyhow::Result<i32> 
                 broken.last_error = Some(d.to_string());
                 rows.push(broken);
             }
+        }
+        for row in &mut rows {
+            row.node = holders.get(&row.importer).cloned();
         }
         store.close().await;
         anyhow::Ok(rows)
@@ -186,6 +199,7 @@ pub fn row(
             None
         },
         failures,
+        node: None,
     }
 }
 
@@ -201,6 +215,7 @@ pub fn render_table(rows: &[ImporterRow]) -> String {
         "CONNECTOR",
         "LIST",
         "STATE",
+        "NODE",
         "PASS",
         "WATERMARK",
         "LAST RUN",
@@ -219,6 +234,7 @@ pub fn render_table(rows: &[ImporterRow]) -> String {
             } else {
                 r.state.clone()
             },
+            r.node.clone().unwrap_or_else(|| "-".into()),
             if r.pass_in_progress {
                 format!("{} pages, {} contacts", r.pass_pages, r.pass_contacts)
             } else {

@@ -79,6 +79,12 @@ pub struct DaemonConfigSpec {
     /// whoever answers in its name) cannot exhaust memory, fill the store or hold a run.
     #[serde(default)]
     pub limits: Option<LimitsSpec>,
+    /// This daemon's node id when several daemons share one PostgreSQL store: 1 to 64
+    /// letters, digits, `.`, `_` or `-`, shown in status output as the holder of each
+    /// importer it runs. `$TRIBUTARY_NODE` wins over it (nodes usually share one synced
+    /// config tree). Default: the host name and a hash of `/etc/machine-id`.
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 /// Caps on responses and records. Each must be at least 1.

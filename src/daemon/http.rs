@@ -40,6 +40,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// A bearer token `POST` endpoints require, if configured.
     pub control_token: Option<Arc<String>>,
+    /// This process's node id.
+    pub node: String,
 }
 
 /// `/healthz`: alive, and which store this daemon serves.
@@ -71,6 +73,8 @@ pub struct DaemonStatus {
     pub version: String,
     /// Process id.
     pub pid: u32,
+    /// This daemon's node id.
+    pub node: String,
     /// Start time.
     pub started_at: DateTime<Utc>,
     /// Config file.
@@ -97,6 +101,9 @@ pub struct ImporterStatus {
     pub watermark: Option<DateTime<Utc>>,
     /// Whether a pass is in progress (a saved position).
     pub pass_in_progress: bool,
+    /// The node holding the importer's lease now (running it), this one or another
+    /// sharing the store; `None` when no run holds it.
+    pub node: Option<String>,
 }
 
 /// The router.
@@ -129,6 +136,14 @@ async fn status(State(state): State<AppState>) -> Json<Status> {
         .into_iter()
         .map(|s| (s.importer.clone(), s))
         .collect();
+    let holders: std::collections::BTreeMap<String, String> = state
+        .store
+        .lease_holders()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|l| (l.importer, l.node))
+        .collect();
     let importers = entries
         .iter()
         .map(|entry: &EntryView| {
@@ -137,6 +152,7 @@ async fn status(State(state): State<AppState>) -> Json<Status> {
                 schedule: serde_json::to_value(entry).unwrap_or_default(),
                 watermark: saved.and_then(|s| s.checkpoint.watermark),
                 pass_in_progress: saved.is_some_and(|s| s.checkpoint.position.is_some()),
+                node: holders.get(&entry.importer).cloned(),
             }
         })
         .collect();
@@ -145,6 +161,7 @@ async fn status(State(state): State<AppState>) -> Json<Status> {
         daemon: DaemonStatus {
             version: env!("CARGO_PKG_VERSION").into(),
             pid: std::process::id(),
+            node: state.node.clone(),
             started_at: state.started_at,
             config: state.config.clone(),
             store: state.store_url.clone(),

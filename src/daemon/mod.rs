@@ -67,6 +67,24 @@ async fn serve(config: &Path, mut loaded: app::Loaded) -> anyhow::Result<i32> {
             None
         }
     };
+    // One daemon per SQLite file: a second one would run every importer twice, one run
+    // after the other's (the leases keep them from overlapping, not from repeating).
+    let _sqlite_lock = match lock_sqlite_store(&loaded.plan.daemon.store_url) {
+        Ok(lock) => lock,
+        Err(message) => {
+            tracing::error!("{message}");
+            eprintln!("error: {message}");
+            return Ok(exit::FAILURE);
+        }
+    };
+    let node = match app::store_options(&loaded.plan.daemon) {
+        Ok(options) => options.lease_holder.node,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(exit::CONFIG);
+        }
+    };
+    crate::metrics::node(&node);
     let store = match app::open_store(&loaded.plan.daemon).await {
         Ok(store) => store,
         Err(e) => {
@@ -142,6 +160,7 @@ async fn serve(config: &Path, mut loaded: app::Loaded) -> anyhow::Result<i32> {
         started_at: Utc::now(),
         metrics,
         control_token,
+        node: node.clone(),
     };
     let shutdown = CancellationToken::new();
     let server = {
@@ -162,6 +181,7 @@ async fn serve(config: &Path, mut loaded: app::Loaded) -> anyhow::Result<i32> {
         listen = %plan.daemon.listen,
         store = %state.store_url,
         concurrency = plan.daemon.concurrency,
+        node = %node,
         "Daemon started."
     );
     notify(&[sd_notify::NotifyState::Ready]);
@@ -245,6 +265,61 @@ async fn serve(config: &Path, mut loaded: app::Loaded) -> anyhow::Result<i32> {
     store.close().await;
     tracing::info!("Stopped.");
     Ok(if stopped { exit::OK } else { exit::FAILURE })
+}
+
+/// Takes the lock that lets one daemon serve an SQLite store: an exclusive lock on
+/// `<store>.daemon.lock`, held until the process ends (the kernel drops it with a killed
+/// process, so a crash never leaves it behind). `None` for PostgreSQL, which several
+/// daemons may share.
+///
+/// # Errors
+/// Another daemon holds it (the message names its pid and says what to do), or the lock
+/// file cannot be opened.
+pub fn lock_sqlite_store(store_url: &str) -> Result<Option<std::fs::File>, String> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    if !store_url.starts_with("sqlite:") {
+        return Ok(None);
+    }
+    let Ok(path) = crate::store::sqlite::path_of_url(store_url) else {
+        // The store's own open reports a bad URL.
+        return Ok(None);
+    };
+    let mut lock_path = path.clone().into_os_string();
+    lock_path.push(".daemon.lock");
+    let lock_path = std::path::PathBuf::from(lock_path);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| format!("cannot open the daemon lock `{}`: {e}", lock_path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = file.set_len(0);
+            let _ = file.rewind();
+            let _ = writeln!(file, "{}", std::process::id());
+            Ok(Some(file))
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = pid.trim();
+            let who = if pid.is_empty() {
+                String::from("another tributary daemon")
+            } else {
+                format!("another tributary daemon (pid {pid})")
+            };
+            Err(format!(
+                "{who} already serves the SQLite store `{}`; one SQLite store takes one daemon. Stop the other one, or run several nodes on a shared PostgreSQL store (README: Running several nodes).",
+                path.display()
+            ))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(format!(
+            "cannot lock the daemon lock `{}`: {e}",
+            lock_path.display()
+        )),
+    }
 }
 
 /// Tells systemd (when it supervises us) what we are doing, never failing the daemon.

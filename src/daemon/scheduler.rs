@@ -29,7 +29,8 @@ use crate::daemon::clock::Clock;
 use crate::engine::{FailureKind, Progress, RunError, RunOptions, RunSummary, run_importer};
 use crate::metrics;
 use crate::plan::{Importer, Sync};
-use crate::store::{RunCounts, RunOutcome, Store};
+use crate::store::lease::HeldLease;
+use crate::store::{ClaimRefusal, ClaimRequest, Lease, RunCounts, RunOutcome, Store, StoreError};
 
 /// Tunables of the schedule. Defaults are what the daemon uses.
 #[derive(Debug, Clone)]
@@ -399,6 +400,8 @@ enum Event {
         /// The run's slot, given back only once the schedule has taken the run's end
         /// into account, so the count of runs in flight never lags the limit.
         permit: tokio::sync::OwnedSemaphorePermit,
+        /// The lease claimed for the run, given back with the next run's time.
+        lease: Lease,
     },
     Request {
         importer: String,
@@ -549,6 +552,42 @@ pub struct Scheduler {
 enum Save {
     NextRun(String, Option<DateTime<Utc>>),
     NeedsCredentials(String, bool),
+    /// A claimed lease given back, with the importer's next run time, in one transaction.
+    Release(Lease, Option<DateTime<Utc>>),
+}
+
+/// Wait before asking again for importers that another node was claiming at the same
+/// moment, or when the store could not be asked.
+const CLAIM_RETRY: Duration = Duration::from_millis(250);
+
+/// Renews a claimed lease every third of its lifetime while its run goes on (also while
+/// a request or a page write takes long), until aborted. A renewal refused because the
+/// lease changed hands marks it lost, and the run stops before its next request.
+async fn keep_lease(store: Arc<dyn Store>, held: Arc<HeldLease>) {
+    let every = held.ttl() / 3;
+    let mut wait = every;
+    loop {
+        tokio::time::sleep(wait).await;
+        let asked_at = std::time::Instant::now();
+        match store.renew_lease(held.lease(), held.ttl()).await {
+            Ok(_) => {
+                held.renewed(asked_at);
+                wait = every;
+            }
+            Err(StoreError::LeaseLost { .. }) => {
+                held.mark_lost();
+                metrics::lease_lost(&held.lease().importer);
+                tracing::warn!(importer = %held.lease().importer, fencing_token = held.lease().fencing_token, "Lease lost while running (it expired, or another node took it over); the run stops before its next request.");
+                return;
+            }
+            Err(e) => {
+                // Tried again soon; if the store stays out of reach the lease runs out
+                // locally and the run stops before its next request.
+                tracing::warn!(importer = %held.lease().importer, error = %e, "Could not renew the run lease.");
+                wait = (every / 4).max(Duration::from_millis(200));
+            }
+        }
+    }
 }
 
 impl Scheduler {
@@ -620,7 +659,7 @@ impl Scheduler {
     /// (each commits the page it is writing and saves its checkpoint) and waits for them.
     pub async fn run(mut self, shutdown: CancellationToken) {
         loop {
-            let saves = self.start_due();
+            let saves = self.start_due().await;
             self.save(saves).await;
             let wake = self.next_wake();
             tokio::select! {
@@ -671,10 +710,19 @@ impl Scheduler {
                         .set_needs_new_credentials(importer, *needed)
                         .await
                 }
+                Save::Release(lease, at) => match self.store.release_claim(lease, *at).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => {
+                        tracing::info!(importer = %lease.importer, "The lease had changed hands before the run ended; its holder records the next run.");
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                },
             };
             if let Err(e) = result {
                 let importer = match &save {
                     Save::NextRun(i, _) | Save::NeedsCredentials(i, _) => i,
+                    Save::Release(lease, _) => &lease.importer,
                 };
                 tracing::warn!(importer = %importer, error = %e, "Could not save the schedule in the store.");
             }
@@ -702,49 +750,162 @@ impl Scheduler {
     }
 
     /// Starts every due run that a free slot allows, oldest due first (runs asked for by
-    /// hand before all).
-    fn start_due(&mut self) -> Vec<Save> {
+    /// hand before all). Due importers are claimed through the store first (their leases
+    /// taken in one transaction, rows another node is claiming skipped), so several nodes
+    /// sharing one database share the work, and an importer another node ran meanwhile
+    /// is rescheduled by what the store says.
+    async fn start_due(&mut self) -> Vec<Save> {
         let now = self.clock.now();
         let mut saves = Vec::new();
+        let candidates: Vec<ClaimRequest> = {
+            let mut state = self.state.lock().expect("scheduler lock");
+            // Requests waiting behind a run that is still going past their deadline: 75.
+            for entry in state.entries.values_mut() {
+                if entry.phase == Phase::Running {
+                    let (expired, kept): (Vec<_>, Vec<_>) =
+                        entry.requested.drain(..).partition(|w| w.deadline <= now);
+                    entry.requested = kept;
+                    for waiting in expired {
+                        let _ = waiting.reply.send(RunReport::refused(
+                            &entry.importer.id,
+                            exit::BUSY,
+                            format!(
+                                "importer `{}` is running in the daemon; nothing was done (use --wait PT5M to wait for it)",
+                                entry.importer.id
+                            ),
+                        ));
+                    }
+                }
+            }
+            let mut due: Vec<(bool, DateTime<Utc>, String)> = state
+                .entries
+                .values()
+                .filter_map(|e| {
+                    let requested = !e.requested.is_empty();
+                    let startable = match e.phase {
+                        Phase::Idle => requested || e.next_due <= now,
+                        Phase::NeedsCredentials | Phase::Disabled => requested,
+                        Phase::Running => false,
+                    };
+                    startable.then(|| (!requested, e.next_due, e.importer.id.clone()))
+                })
+                .collect();
+            due.sort();
+            let free = self.permits.available_permits();
+            due.truncate((free * 8).max(32));
+            due.into_iter()
+                .map(|(scheduled, _, importer)| ClaimRequest {
+                    importer,
+                    forced: !scheduled,
+                })
+                .collect()
+        };
+        let free = self.permits.available_permits();
+        if candidates.is_empty() || free == 0 {
+            return saves;
+        }
+        let ttl = self.settings.lease_ttl;
+        let asked_at = std::time::Instant::now();
+        let claims = match self.store.claim_due(&candidates, now, free, ttl).await {
+            Ok(claims) => claims,
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not claim due importers in the store; trying again shortly.");
+                let mut state = self.state.lock().expect("scheduler lock");
+                let retry = now + chrono::Duration::from_std(CLAIM_RETRY * 4).unwrap_or_default();
+                for c in &candidates {
+                    if let Some(entry) = state.entries.get_mut(&c.importer) {
+                        entry.next_due = entry.next_due.max(retry);
+                    }
+                }
+                return saves;
+            }
+        };
         let mut state = self.state.lock().expect("scheduler lock");
-        // Requests waiting behind a run that is still going past their deadline: 75.
-        for entry in state.entries.values_mut() {
-            if entry.phase == Phase::Running {
-                let (expired, kept): (Vec<_>, Vec<_>) =
-                    entry.requested.drain(..).partition(|w| w.deadline <= now);
-                entry.requested = kept;
-                for waiting in expired {
-                    let _ = waiting.reply.send(RunReport::refused(
-                        &entry.importer.id,
-                        exit::BUSY,
-                        format!(
-                            "importer `{}` is running in the daemon; nothing was done (use --wait PT5M to wait for it)",
-                            entry.importer.id
-                        ),
-                    ));
+        let mut answered: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let (mut held, mut not_due) = (0, 0);
+        for (id, refusal) in claims.refused {
+            let Some(entry) = state.entries.get_mut(&id) else {
+                continue;
+            };
+            answered.insert(id.clone());
+            match refusal {
+                ClaimRefusal::NotDue(at) => {
+                    not_due += 1;
+                    if entry.requested.is_empty() {
+                        entry.next_due = at;
+                        if entry.due_reason == DueReason::First {
+                            entry.due_reason = DueReason::Interval;
+                        }
+                    }
+                }
+                ClaimRefusal::NeedsCredentials => {
+                    not_due += 1;
+                    entry.next_due = now
+                        + chrono::Duration::from_std(self.settings.credential_check)
+                            .unwrap_or_default();
+                    entry.due_reason = DueReason::Busy;
+                }
+                ClaimRefusal::Held { node, remaining } => {
+                    held += 1;
+                    // Asked for by hand: refused with 75 once every asker's wait is over.
+                    let (expired, kept): (Vec<_>, Vec<_>) =
+                        entry.requested.drain(..).partition(|w| w.deadline <= now);
+                    entry.requested = kept;
+                    let holder = node.unwrap_or_else(|| "another process".into());
+                    for waiting in expired {
+                        let _ = waiting.reply.send(RunReport::refused(
+                            &id,
+                            exit::BUSY,
+                            format!(
+                                "importer `{id}` is being run by {holder}; nothing was done (use --wait PT5M to wait for it)"
+                            ),
+                        ));
+                    }
+                    let retry = if entry.requested.is_empty() {
+                        // Looked at again when the lease would expire (plus a little),
+                        // at the latest after the busy retry.
+                        (remaining + CLAIM_RETRY).min(self.settings.busy_retry)
+                    } else {
+                        remaining.min(Duration::from_secs(1)) + CLAIM_RETRY
+                    };
+                    entry.next_due = now + chrono::Duration::from_std(retry).unwrap_or_default();
+                    entry.due_reason = DueReason::Busy;
+                }
+            }
+            entry.next_due = entry.next_due.trunc_subsecs(6);
+        }
+        metrics::claims("claimed", claims.claimed.len());
+        metrics::claims("held", held);
+        metrics::claims("not_due", not_due);
+        for lease in &claims.claimed {
+            answered.insert(lease.importer.clone());
+        }
+        // Claimable but skipped (another node was claiming them at that moment): looked
+        // at again shortly, unless every slot is taken now anyway.
+        if claims.claimed.len() < free {
+            let retry = now + chrono::Duration::from_std(CLAIM_RETRY).unwrap_or_default();
+            for c in candidates
+                .iter()
+                .filter(|c| !answered.contains(&c.importer))
+            {
+                if let Some(entry) = state.entries.get_mut(&c.importer) {
+                    entry.next_due = entry.next_due.max(retry);
                 }
             }
         }
-        let mut due: Vec<(bool, DateTime<Utc>, String)> = state
-            .entries
-            .values()
-            .filter_map(|e| {
-                let requested = !e.requested.is_empty();
-                let startable = match e.phase {
-                    Phase::Idle => requested || e.next_due <= now,
-                    Phase::NeedsCredentials | Phase::Disabled => requested,
-                    Phase::Running => false,
-                };
-                startable.then(|| (!requested, e.next_due, e.importer.id.clone()))
-            })
-            .collect();
-        due.sort();
-        for (_, _, id) in due {
-            let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
-                break;
-            };
+        for lease in claims.claimed {
+            let id = lease.importer.clone();
+            let held = Arc::new(HeldLease::new(lease, ttl, asked_at));
             let State { entries, load, .. } = &mut *state;
-            let entry = entries.get_mut(&id).expect("due entry exists");
+            let Some(entry) = entries.get_mut(&id) else {
+                // Cannot happen (the loop alone changes the entries); given back at once.
+                saves.push(Save::Release(held.lease().clone(), None));
+                continue;
+            };
+            let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
+                saves.push(Save::Release(held.lease().clone(), Some(entry.next_due)));
+                continue;
+            };
             let replies: Vec<oneshot::Sender<RunReport>>;
             let request = if entry.requested.is_empty() {
                 replies = Vec::new();
@@ -772,14 +933,15 @@ impl Scheduler {
             if was == Phase::NeedsCredentials {
                 saves.push(Save::NeedsCredentials(id.clone(), false));
             }
-            saves.push(Save::NextRun(id.clone(), None));
             let importer = Arc::clone(&entry.importer);
             let executor = Arc::clone(&self.executor);
+            let store = Arc::clone(&self.store);
             let events = self.sender.clone();
             let lease_ttl = self.settings.lease_ttl;
             let limits = self.settings.limits;
-            tracing::debug!(importer = %id, reason = ?entry.due_reason, "Starting a run.");
+            tracing::debug!(importer = %id, reason = ?entry.due_reason, fencing_token = held.lease().fencing_token, "Starting a run.");
             self.tasks.spawn(async move {
+                let keeper = tokio::spawn(keep_lease(store, Arc::clone(&held)));
                 let options = RunOptions {
                     full_refresh: request.full_refresh,
                     lease_ttl,
@@ -791,15 +953,18 @@ impl Scheduler {
                             fetched: p.fetched,
                         };
                     })),
+                    lease: Some(Arc::clone(&held)),
                     ..RunOptions::default()
                 };
                 let result = executor.run(Arc::clone(&importer), options).await;
+                keeper.abort();
                 let _ = events.send(Event::Finished {
                     importer: importer.id.clone(),
                     started: now,
                     result: Box::new(result),
                     replies,
                     permit,
+                    lease: held.lease().clone(),
                 });
             });
         }
@@ -814,8 +979,19 @@ impl Scheduler {
                 result,
                 replies,
                 permit,
+                lease,
             } => {
-                let saves = self.finished(&importer, started, *result, replies).await;
+                let mut saves = self.finished(&importer, started, *result, replies).await;
+                // The next run's time is recorded with the lease given back, in one
+                // transaction: no other node sees the importer free and due in between.
+                let next = saves
+                    .iter()
+                    .position(|s| matches!(s, Save::NextRun(i, _) if *i == importer));
+                let at = match next.map(|pos| saves.remove(pos)) {
+                    Some(Save::NextRun(_, at)) => at,
+                    _ => None,
+                };
+                saves.push(Save::Release(lease, at));
                 drop(permit);
                 saves
             }
@@ -1113,6 +1289,20 @@ impl Scheduler {
             }
             Err(RunError::Busy { .. }) => {
                 entry.next_due = now + std_to_chrono(settings.busy_retry);
+                entry.due_reason = DueReason::Busy;
+            }
+            // Not the importer's failure: this node lost its lease (paused, cut off); the
+            // store says at once who holds it now and when it runs next.
+            Err(
+                error @ RunError::Failed {
+                    kind: FailureKind::Lease,
+                    ..
+                },
+            ) => {
+                entry.last_failure = Some(FailureKind::Lease);
+                entry.last_error = Some(error.to_string());
+                entry.last_outcome = Some(RunOutcome::Failed);
+                entry.next_due = now;
                 entry.due_reason = DueReason::Busy;
             }
             Err(error) => {

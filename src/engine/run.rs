@@ -24,6 +24,7 @@ use crate::model::{
     Checkpoint, ContactRecord, CustomFieldDef, FieldBinding, FieldValue, PageOutcome, PageWrite,
 };
 use crate::plan::{ErrorAction, Importer, Limits, Pagination, Sync};
+use crate::store::lease::HeldLease;
 use crate::store::{Lease, RunCounts, RunOutcome, Store, StoreError};
 
 /// Attempts at a page whose body is not JSON or has no records where expected.
@@ -63,6 +64,10 @@ pub struct RunOptions {
     /// written commits first, a fetch in flight is abandoned, and the run ends as
     /// [`RunOutcome::Cancelled`] with its checkpoint saved.
     pub cancel: CancellationToken,
+    /// A lease the daemon already claimed for this run, renewed by the daemon: the run
+    /// neither takes nor releases one, and stops before its next request once this one
+    /// is lost. `None`: the run takes the importer's lease itself.
+    pub lease: Option<Arc<HeldLease>>,
 }
 
 impl Default for RunOptions {
@@ -76,6 +81,7 @@ impl Default for RunOptions {
             progress: None,
             limits: Limits::default(),
             cancel: CancellationToken::new(),
+            lease: None,
         }
     }
 }
@@ -187,6 +193,9 @@ pub enum FailureKind {
     Config,
     /// The store failed.
     Store,
+    /// The run lost its lease (it expired while the process was paused or cut off from
+    /// the store, or another node took it over): its next page was refused.
+    Lease,
 }
 
 impl FailureKind {
@@ -198,6 +207,7 @@ impl FailureKind {
             FailureKind::Service => "service",
             FailureKind::Config => "config",
             FailureKind::Store => "store",
+            FailureKind::Lease => "lease",
         }
     }
 }
@@ -282,6 +292,7 @@ impl Fail {
                 | ClientError::TooLarge { .. } => FailureKind::Service,
             },
             Fail::Paginate(_) | Fail::Other(_) => FailureKind::Service,
+            Fail::Store(StoreError::LeaseLost { .. }) => FailureKind::Lease,
             Fail::Store(_) => FailureKind::Store,
         }
     }
@@ -345,12 +356,16 @@ async fn run_in_span(
         importer: id.clone(),
         source,
     };
-    let lease = acquire(&*store, &id, &options)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| RunError::Busy {
-            importer: id.clone(),
-        })?;
+    let claimed = options.lease.clone();
+    let lease = match &claimed {
+        Some(held) => held.lease().clone(),
+        None => acquire(&*store, &id, &options)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| RunError::Busy {
+                importer: id.clone(),
+            })?,
+    };
     if !options.dry_run {
         close_abandoned_runs(&*store, &id).await;
     }
@@ -360,7 +375,9 @@ async fn run_in_span(
         match store.begin_run(&id).await {
             Ok(run_id) => Some(run_id),
             Err(e) => {
-                release(&*store, &lease).await;
+                if claimed.is_none() {
+                    release(&*store, &lease).await;
+                }
                 return Err(store_error(e));
             }
         }
@@ -422,7 +439,10 @@ async fn run_in_span(
     {
         tracing::warn!(importer = %id, run = run_id, error = %e, "Could not record the end of the run.");
     }
-    release(&*store, &run.lease).await;
+    // A lease the daemon claimed is given back by the daemon, with the next run's time.
+    if claimed.is_none() {
+        release(&*store, &run.lease).await;
+    }
     let duration = started.elapsed();
     tracing::debug!(
         importer = %id,
@@ -1044,6 +1064,12 @@ impl Run {
         let mut skipped = 0;
         loop {
             attempt += 1;
+            // Before each request: a node whose claimed lease ran out (paused, cut off
+            // from the store) or changed hands sends nothing more. A page fetched before
+            // still goes to the store, whose commit refuses it by the database's clock.
+            if let Some(held) = &self.options.lease {
+                held.check()?;
+            }
             let sent = client
                 .send(&|c: &Client| match &follow {
                     Some(url) => c.prepare_follow(url, &connector.request, readd, &vars),
@@ -1175,6 +1201,13 @@ impl Run {
         if written.is_err() {
             self.write_failed = true;
         }
+        if let Err(Fail::Store(StoreError::LeaseLost { .. })) = &written {
+            tracing::error!(
+                importer = %self.importer.id,
+                fencing_token = self.lease.fencing_token,
+                "Commit refused: this process no longer holds the importer's lease (it expired while the process was paused or cut off, or another node took it over); the page is dropped and the lease holder resumes from the last committed checkpoint."
+            );
+        }
         if let Some(outcome) = written? {
             self.counts.created += outcome.created;
             self.counts.updated += outcome.updated;
@@ -1200,7 +1233,13 @@ impl Run {
         self.finish_write().await
     }
 
+    /// Renews a lease of the run's own every third of its lifetime. A lease the daemon
+    /// claimed is renewed by the daemon and checked before each request instead (see
+    /// [`Run::fetch_page`]).
     async fn renew_lease_if_due(&mut self) -> Result<(), Fail> {
+        if self.options.lease.is_some() {
+            return Ok(());
+        }
         if self.lease_renewed.elapsed() >= self.options.lease_ttl / 3 {
             self.lease = self
                 .store

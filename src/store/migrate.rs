@@ -57,6 +57,11 @@ const SQLITE: &[Embedded] = &[
         "config last good",
         include_str!("../../migrations/sqlite/0004_config_last_good.sql"),
     ),
+    (
+        5,
+        "nodes",
+        include_str!("../../migrations/sqlite/0005_nodes.sql"),
+    ),
 ];
 
 /// PostgreSQL migrations.
@@ -80,6 +85,11 @@ const POSTGRES: &[Embedded] = &[
         4,
         "config last good",
         include_str!("../../migrations/postgres/0004_config_last_good.sql"),
+    ),
+    (
+        5,
+        "nodes",
+        include_str!("../../migrations/postgres/0005_nodes.sql"),
     ),
 ];
 

@@ -178,7 +178,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub struct Lease {
     /// Importer id.
     pub importer: String,
-    /// Owner string (`host:pid:random`).
+    /// Owner string (`node:pid:random`).
     pub owner: String,
     /// Increases every time the lease changes hands; written pages carry it.
     pub fencing_token: i64,
@@ -196,6 +196,72 @@ pub struct ConfigFileText {
     pub sha256: String,
     /// The file's content.
     pub text: String,
+}
+
+/// An importer a daemon asks to claim (see [`Store::claim_due`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRequest {
+    /// Importer id.
+    pub importer: String,
+    /// Asked for by hand: claimed whenever its lease is free, due or not, paused or not.
+    pub forced: bool,
+}
+
+/// Why an importer asked for was not claimed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimRefusal {
+    /// The store says it is not due before this time (another node ran it meanwhile).
+    NotDue(DateTime<Utc>),
+    /// Paused until its credentials change (as another node found).
+    NeedsCredentials,
+    /// Another run holds its lease, for this long yet by the database's clock.
+    Held {
+        /// The node holding it (`None`: an owner string of another form).
+        node: Option<String>,
+        /// Time left before it expires unless renewed.
+        remaining: Duration,
+    },
+}
+
+/// What [`Store::claim_due`] did.
+#[derive(Debug, Clone, Default)]
+pub struct Claims {
+    /// Leases taken, in the order asked.
+    pub claimed: Vec<Lease>,
+    /// Importers refused, and why. Importers neither claimed nor refused were claimable
+    /// but over the limit, or were being claimed by another node at that very moment.
+    pub refused: Vec<(String, ClaimRefusal)>,
+}
+
+/// An importer's lease as status shows it: who runs it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseView {
+    /// Importer id.
+    pub importer: String,
+    /// The node holding it.
+    pub node: String,
+    /// Its fencing token.
+    pub fencing_token: i64,
+    /// When it expires unless renewed (database clock).
+    pub expires_at: DateTime<Utc>,
+}
+
+/// One committed page (or checkpoint) as the store recorded it: which node, under which
+/// fencing token. Commits of one importer are numbered in commit order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitRecord {
+    /// Commit number (increasing in commit order per importer).
+    pub id: i64,
+    /// Importer id.
+    pub importer: String,
+    /// The run that committed it (`None`: a checkpoint saved outside a page).
+    pub run_id: Option<i64>,
+    /// The node that committed it.
+    pub node: String,
+    /// The fencing token it was checked against.
+    pub fencing_token: i64,
+    /// When (database clock).
+    pub committed_at: DateTime<Utc>,
 }
 
 /// Saved state of one importer.
@@ -286,7 +352,8 @@ pub trait Store: Send + Sync {
     /// host. `None` when another live run holds it.
     async fn acquire_lease(&self, importer: &str, ttl: Duration) -> StoreResult<Option<Lease>>;
 
-    /// Extends a held lease; `LeaseLost` if it changed hands.
+    /// Extends a held lease; `LeaseLost` if it changed hands or expired (by the
+    /// database's clock) in the meantime.
     async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> StoreResult<Lease>;
 
     /// Gives the lease back.
@@ -345,6 +412,37 @@ pub trait Store: Send + Sync {
 
     /// Forgets a kept token (credentials replaced, importer removed).
     async fn delete_token(&self, key: &str) -> StoreResult<()>;
+
+    /// Claims due importers for this node, at most `limit`, in the order asked: each one
+    /// whose lease is free (or expired by the database's clock, or held by a dead process
+    /// of this same node) and that is due by `due_before` (the store's `next_run_at`, or
+    /// never scheduled) and not paused for its credentials, or that is `forced`. Its lease
+    /// is taken (a new fencing token) and its `next_run_at` cleared, in one transaction;
+    /// on PostgreSQL rows another node is claiming are skipped (`SKIP LOCKED`), so nodes
+    /// share the work without waiting for each other.
+    async fn claim_due(
+        &self,
+        candidates: &[ClaimRequest],
+        due_before: DateTime<Utc>,
+        limit: usize,
+        ttl: Duration,
+    ) -> StoreResult<Claims>;
+
+    /// Gives a claimed lease back and records when the importer runs next, in one
+    /// transaction (so no other node sees it free and due in between). `false` when the
+    /// lease had already changed hands: then nothing is written.
+    async fn release_claim(
+        &self,
+        lease: &Lease,
+        next_run_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<bool>;
+
+    /// The leases held now (not expired by the database's clock): which node runs which
+    /// importer.
+    async fn lease_holders(&self) -> StoreResult<Vec<LeaseView>>;
+
+    /// The commits recorded for an importer, oldest first.
+    async fn commits(&self, importer: &str) -> StoreResult<Vec<CommitRecord>>;
 
     /// Records when the importer should run next (shown by status, used after restart).
     async fn set_next_run(&self, importer: &str, at: Option<DateTime<Utc>>) -> StoreResult<()>;

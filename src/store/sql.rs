@@ -6,8 +6,8 @@
 //! parameters (sqlx binds them by number on SQLite too) and two kinds of dialect
 //! fragments that [`Dialect::render`] rewrites: `= ANY($N)` for a set of keys (an array on
 //! PostgreSQL, a JSON array read with `json_each` on SQLite) and `{for_update}` /
-//! `{for_key_share}` row locks (PostgreSQL only: an SQLite write transaction holds the
-//! whole file). Values go through [`Arg`], which each dialect binds in its own stored
+//! `{for_key_share}` / `{claim_lock}` (`FOR UPDATE OF l SKIP LOCKED`) row locks
+//! (PostgreSQL only: an SQLite write transaction holds the whole file). Values go through [`Arg`], which each dialect binds in its own stored
 //! form (times: `TIMESTAMPTZ`, or fixed-width UTC text on SQLite so that text order is time
 //! order), and rows are read through [`RowGet`].
 //!
@@ -30,14 +30,15 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::crypto::TokenCipher;
-use super::lease::{LeaseHolder, held_by_dead_process};
+use super::lease::{LeaseHolder, held_by_dead_process, owner_node};
 use super::page::{self, ExistingContact, PagePlan, PreparedPage};
 use super::{
-    Backend, ChangeEvent, ChangeKind, ChangeOrigin, Clock, ConfigFileText, ContactFilter,
-    ContactStatus, ContactView, CustomField, FieldChange, FieldOrigin, FieldValueView,
-    ImporterState, Lease, MembershipStatus, MembershipView, PruneCounts, RunCounts, RunOutcome,
-    RunRecord, SourceView, Store, StoreError, StoreOptions, StoreResult, UnsubscribeScope,
-    chrono_duration, field_type_from_str, field_type_str, phase_of, validate_tag,
+    Backend, ChangeEvent, ChangeKind, ChangeOrigin, ClaimRefusal, ClaimRequest, Claims, Clock,
+    CommitRecord, ConfigFileText, ContactFilter, ContactStatus, ContactView, CustomField,
+    FieldChange, FieldOrigin, FieldValueView, ImporterState, Lease, LeaseView, MembershipStatus,
+    MembershipView, PruneCounts, RunCounts, RunOutcome, RunRecord, SourceView, Store, StoreError,
+    StoreOptions, StoreResult, UnsubscribeScope, chrono_duration, field_type_from_str,
+    field_type_str, phase_of, validate_tag,
 };
 use crate::model::{
     Checkpoint, CustomFieldDef, CustomFieldType, FieldBinding, PageOutcome, PageWrite,
@@ -746,7 +747,7 @@ impl<D: Dialect> SqlStore<D> {
     ) -> StoreResult<PageOutcome> {
         let prepared = page::prepare(page);
         let now = self.now();
-        self.check_lease(conn, page.importer, page.fencing_token)
+        self.check_lease(conn, page.importer, page.fencing_token, Some(page.run_id))
             .await?;
 
         // The list and fields the page names are checked once per write, not per row
@@ -861,8 +862,16 @@ impl<D: Dialect> SqlStore<D> {
         Ok(outcome)
     }
 
-    /// Checks the lease inside a write's transaction and extends it by its lifetime.
-    async fn check_lease(&self, conn: &mut D::Conn, importer: &str, token: i64) -> StoreResult<()> {
+    /// Checks the lease inside a write's transaction and extends it by its lifetime, and
+    /// records the commit with this node and the fencing token (the audit of which node
+    /// wrote what under which lease).
+    async fn check_lease(
+        &self,
+        conn: &mut D::Conn,
+        importer: &str,
+        token: i64,
+        run_id: Option<i64>,
+    ) -> StoreResult<()> {
         let now = self.lease_now(conn).await?;
         let extend_to = self
             .lease_ttls
@@ -888,6 +897,19 @@ impl<D: Dialect> SqlStore<D> {
                 importer: importer.to_string(),
             });
         }
+        self.exec(
+            Some(conn),
+            self.q(
+                "INSERT INTO page_commits (importer, run_id, node, fencing_token, committed_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(importer)
+            .bind(run_id)
+            .bind(&self.holder.node)
+            .bind(token)
+            .bind(now),
+        )
+        .await?;
         Ok(())
     }
 
@@ -1170,7 +1192,7 @@ impl<D: Dialect> Store for SqlStore<D> {
         let owner = row.text(0)?;
         let free = owner.is_empty()
             || row.time(2)? <= now
-            || held_by_dead_process(&owner, &self.holder.host);
+            || held_by_dead_process(&owner, &self.holder.node);
         if !free {
             return Ok(None);
         }
@@ -1203,16 +1225,21 @@ impl<D: Dialect> Store for SqlStore<D> {
 
     async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> StoreResult<Lease> {
         let mut tx = self.begin().await?;
-        let expires_at = self.lease_now(&mut tx).await? + chrono_duration(ttl);
+        let now = self.lease_now(&mut tx).await?;
+        let expires_at = now + chrono_duration(ttl);
+        // An expired lease is lost even when nobody took it yet: its holder was paused or
+        // cut off for longer than its lifetime, and another node may be claiming it.
         let done = self
             .exec(
                 Some(&mut tx),
                 self.q("UPDATE leases SET expires_at = $1
-                     WHERE importer = $2 AND owner = $3 AND fencing_token = $4")
+                     WHERE importer = $2 AND owner = $3 AND fencing_token = $4
+                       AND expires_at > $5")
                     .bind(expires_at)
                     .bind(&lease.importer)
                     .bind(&lease.owner)
-                    .bind(lease.fencing_token),
+                    .bind(lease.fencing_token)
+                    .bind(now),
             )
             .await?;
         if done == 0 {
@@ -1243,6 +1270,277 @@ impl<D: Dialect> Store for SqlStore<D> {
         Ok(())
     }
 
+    async fn claim_due(
+        &self,
+        candidates: &[ClaimRequest],
+        due_before: DateTime<Utc>,
+        limit: usize,
+        ttl: Duration,
+    ) -> StoreResult<Claims> {
+        let mut claims = Claims::default();
+        if candidates.is_empty() {
+            return Ok(claims);
+        }
+        let ids: Vec<String> = candidates.iter().map(|c| c.importer.clone()).collect();
+        // Lease rows of importers never run yet, each its own short statement (rare).
+        let known: std::collections::HashSet<String> = self
+            .all(
+                None,
+                self.q("SELECT importer FROM leases WHERE importer = ANY($1)")
+                    .bind(Arg::texts(ids.clone())),
+            )
+            .await?
+            .iter()
+            .map(|row| row.text(0))
+            .collect::<StoreResult<_>>()?;
+        for id in ids.iter().filter(|id| !known.contains(*id)) {
+            let epoch = DateTime::<Utc>::UNIX_EPOCH;
+            self.exec(
+                None,
+                self.q(
+                    "INSERT INTO leases (importer, owner, fencing_token, expires_at, acquired_at)
+                     VALUES ($1, '', 0, $2, $2) ON CONFLICT (importer) DO NOTHING",
+                )
+                .bind(id)
+                .bind(epoch),
+            )
+            .await?;
+        }
+        let forced: HashMap<&str, bool> = candidates
+            .iter()
+            .map(|c| (c.importer.as_str(), c.forced))
+            .collect();
+        let order: HashMap<&str, usize> = candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.importer.as_str(), i))
+            .collect();
+        let mut tx = self.begin().await?;
+        let now = self.lease_now(&mut tx).await?;
+        // First without locks: what is claimable, and why the rest is not.
+        let judge = |owner: &str,
+                     expires_at: DateTime<Utc>,
+                     next_run_at: Option<DateTime<Utc>>,
+                     needs_credentials: bool,
+                     forced: bool|
+         -> Option<ClaimRefusal> {
+            let free = owner.is_empty()
+                || expires_at <= now
+                || held_by_dead_process(owner, &self.holder.node);
+            if !free {
+                return Some(ClaimRefusal::Held {
+                    node: owner_node(owner).map(str::to_string),
+                    remaining: (expires_at - now).to_std().unwrap_or_default(),
+                });
+            }
+            if forced {
+                return None;
+            }
+            if needs_credentials {
+                return Some(ClaimRefusal::NeedsCredentials);
+            }
+            match next_run_at {
+                Some(at) if at > due_before => Some(ClaimRefusal::NotDue(at)),
+                _ => None,
+            }
+        };
+        let rows = self
+            .all(
+                Some(&mut tx),
+                self.q("SELECT l.importer, l.owner, l.expires_at, s.next_run_at,
+                         COALESCE(s.needs_new_credentials, FALSE)
+                     FROM leases l LEFT JOIN importer_state s ON s.importer = l.importer
+                     WHERE l.importer = ANY($1)")
+                    .bind(Arg::texts(ids)),
+            )
+            .await?;
+        let mut chosen: Vec<String> = Vec::new();
+        for row in &rows {
+            let importer = row.text(0)?;
+            let forced = forced.get(importer.as_str()).copied().unwrap_or(false);
+            match judge(
+                &row.text(1)?,
+                row.time(2)?,
+                row.opt_time(3)?,
+                row.flag(4)?,
+                forced,
+            ) {
+                Some(refusal) => claims.refused.push((importer, refusal)),
+                None => chosen.push(importer),
+            }
+        }
+        chosen.sort_by_key(|id| order.get(id.as_str()).copied().unwrap_or(usize::MAX));
+        // Twice the limit is locked for: rows another node is claiming right now are
+        // skipped, and the rest still fills this node's free slots.
+        chosen.truncate(limit.saturating_mul(2));
+        if chosen.is_empty() || limit == 0 {
+            self.commit(tx).await?;
+            return Ok(claims);
+        }
+        // Then locked (skipping rows another node holds locked), and judged again: a
+        // node may have run and released one of them since the first look.
+        let locked = self
+            .all(
+                Some(&mut tx),
+                self.q("SELECT l.importer, l.owner, l.expires_at, s.next_run_at,
+                         COALESCE(s.needs_new_credentials, FALSE), l.fencing_token
+                     FROM leases l LEFT JOIN importer_state s ON s.importer = l.importer
+                     WHERE l.importer = ANY($1){claim_lock}")
+                    .bind(Arg::texts(chosen)),
+            )
+            .await?;
+        let mut take: Vec<(String, i64)> = Vec::new();
+        for row in &locked {
+            let importer = row.text(0)?;
+            let forced = forced.get(importer.as_str()).copied().unwrap_or(false);
+            if judge(
+                &row.text(1)?,
+                row.time(2)?,
+                row.opt_time(3)?,
+                row.flag(4)?,
+                forced,
+            )
+            .is_none()
+            {
+                take.push((importer, row.int(5)?));
+            }
+        }
+        take.sort_by_key(|(id, _)| order.get(id.as_str()).copied().unwrap_or(usize::MAX));
+        take.truncate(limit);
+        let expires_at = now + chrono_duration(ttl);
+        for (importer, token) in take {
+            let owner = self.holder.new_owner();
+            let token = token + 1;
+            self.exec(
+                Some(&mut tx),
+                self.q(
+                    "UPDATE leases SET owner = $1, fencing_token = $2, expires_at = $3,
+                         acquired_at = $4
+                     WHERE importer = $5",
+                )
+                .bind(&owner)
+                .bind(token)
+                .bind(expires_at)
+                .bind(now)
+                .bind(&importer),
+            )
+            .await?;
+            self.exec(
+                Some(&mut tx),
+                self.q(
+                    "INSERT INTO importer_state (importer, next_run_at, updated_at)
+                     VALUES ($1, NULL, $2)
+                     ON CONFLICT (importer) DO UPDATE SET next_run_at = NULL,
+                         updated_at = excluded.updated_at",
+                )
+                .bind(&importer)
+                .bind(self.now()),
+            )
+            .await?;
+            claims.claimed.push(Lease {
+                importer,
+                owner,
+                fencing_token: token,
+                expires_at,
+            });
+        }
+        self.commit(tx).await?;
+        for lease in &claims.claimed {
+            self.remember_ttl(&lease.importer, lease.fencing_token, Some(ttl));
+        }
+        Ok(claims)
+    }
+
+    async fn release_claim(
+        &self,
+        lease: &Lease,
+        next_run_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let now = self.lease_now(&mut tx).await?;
+        let released = self
+            .exec(
+                Some(&mut tx),
+                self.q("UPDATE leases SET owner = '', expires_at = $1
+                     WHERE importer = $2 AND owner = $3 AND fencing_token = $4")
+                    .bind(now)
+                    .bind(&lease.importer)
+                    .bind(&lease.owner)
+                    .bind(lease.fencing_token),
+            )
+            .await?;
+        if released == 1 {
+            self.exec(
+                Some(&mut tx),
+                self.q(
+                    "INSERT INTO importer_state (importer, next_run_at, updated_at)
+                     VALUES ($1, $2, $3)
+                     ON CONFLICT (importer) DO UPDATE SET next_run_at = excluded.next_run_at,
+                         updated_at = excluded.updated_at",
+                )
+                .bind(&lease.importer)
+                .bind(next_run_at)
+                .bind(self.now()),
+            )
+            .await?;
+        }
+        self.commit(tx).await?;
+        self.remember_ttl(&lease.importer, lease.fencing_token, None);
+        Ok(released == 1)
+    }
+
+    async fn lease_holders(&self) -> StoreResult<Vec<LeaseView>> {
+        let mut tx = self.begin().await?;
+        let now = self.lease_now(&mut tx).await?;
+        let rows = self
+            .all(
+                Some(&mut tx),
+                self.q(
+                    "SELECT importer, owner, fencing_token, expires_at FROM leases
+                     WHERE owner <> '' AND expires_at > $1 ORDER BY importer",
+                )
+                .bind(now),
+            )
+            .await?;
+        self.commit(tx).await?;
+        rows.iter()
+            .map(|row| {
+                let owner = row.text(1)?;
+                Ok(LeaseView {
+                    importer: row.text(0)?,
+                    node: owner_node(&owner).unwrap_or(&owner).to_string(),
+                    fencing_token: row.int(2)?,
+                    expires_at: row.time(3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn commits(&self, importer: &str) -> StoreResult<Vec<CommitRecord>> {
+        let rows = self
+            .all(
+                None,
+                self.q(
+                    "SELECT id, importer, run_id, node, fencing_token, committed_at
+                     FROM page_commits WHERE importer = $1 ORDER BY id",
+                )
+                .bind(importer),
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(CommitRecord {
+                    id: row.int(0)?,
+                    importer: row.text(1)?,
+                    run_id: row.opt_int(2)?,
+                    node: row.text(3)?,
+                    fencing_token: row.int(4)?,
+                    committed_at: row.time(5)?,
+                })
+            })
+            .collect()
+    }
+
     async fn importer_state(&self, importer: &str) -> StoreResult<ImporterState> {
         let row = self
             .optional(
@@ -1266,9 +1564,13 @@ impl<D: Dialect> Store for SqlStore<D> {
         let id = self
             .one(
                 Some(&mut tx),
-                self.q("INSERT INTO runs (importer, started_at) VALUES ($1, $2) RETURNING id")
-                    .bind(importer)
-                    .bind(now),
+                self.q(
+                    "INSERT INTO runs (importer, started_at, node) VALUES ($1, $2, $3)
+                     RETURNING id",
+                )
+                .bind(importer)
+                .bind(now)
+                .bind(&self.holder.node),
             )
             .await?
             .int(0)?;
@@ -1300,7 +1602,8 @@ impl<D: Dialect> Store for SqlStore<D> {
     ) -> StoreResult<()> {
         let now = self.now();
         let mut tx = self.begin().await?;
-        self.check_lease(&mut tx, importer, fencing_token).await?;
+        self.check_lease(&mut tx, importer, fencing_token, None)
+            .await?;
         self.save_state(&mut tx, importer, checkpoint, now).await?;
         self.commit(tx).await
     }
@@ -1955,6 +2258,12 @@ impl<D: Dialect> Store for SqlStore<D> {
                     .bind(cutoff),
             )
             .await?;
+        self.exec(
+            Some(&mut tx),
+            self.q("DELETE FROM page_commits WHERE committed_at < $1")
+                .bind(cutoff),
+        )
+        .await?;
         self.commit(tx).await?;
         Ok(PruneCounts {
             change_events,

@@ -515,7 +515,8 @@ impl Dialect for SqliteDialect {
         }
         let sql = sql
             .replace("{for_update}", "")
-            .replace("{for_key_share}", "");
+            .replace("{for_key_share}", "")
+            .replace("{claim_lock}", "");
         Cow::Owned(any_as_json_each(&sql))
     }
 

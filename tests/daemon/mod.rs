@@ -1,6 +1,7 @@
 //! The daemon: its schedule driven by a manual clock against fake services (in-process),
 //! and the real binary as systemd runs it (signals, HTTP, hand-off of `run`).
 
+mod nodes;
 mod process;
 mod reload;
 mod schedule;

@@ -36,6 +36,15 @@ pub(super) struct Daemon {
 
 impl Daemon {
     pub(super) async fn start(env: &SyncEnv, listen: &str) -> Daemon {
+        Daemon::start_with_env(env, listen, &[]).await
+    }
+
+    /// Starts the daemon with extra environment variables (a node id, ...).
+    pub(super) async fn start_with_env(
+        env: &SyncEnv,
+        listen: &str,
+        vars: &[(&str, &str)],
+    ) -> Daemon {
         let log = env
             .dir
             .path()
@@ -45,6 +54,7 @@ impl Daemon {
             .arg(&env.config)
             .arg("daemon")
             .env("RUST_LOG", "info")
+            .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .kill_on_drop(true)

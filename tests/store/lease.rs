@@ -12,7 +12,7 @@ use super::harness::{Ctx, RecordExt, importer, on_both_backends, rec};
 
 fn holder(pid: u32) -> LeaseHolder {
     LeaseHolder {
-        host: LeaseHolder::current().host,
+        node: LeaseHolder::current().node,
         pid,
     }
 }
@@ -172,7 +172,7 @@ async fn a_lease_of_a_dead_local_process_is_taken_back_at_once(ctx: Ctx) {
     // A lease held by a process of another host is left to its expiry.
     let mut options = ctx.options();
     options.lease_holder = LeaseHolder {
-        host: String::from("some-other-host"),
+        node: String::from("some-other-host"),
         pid: dead_pid(),
     };
     let remote = ctx.reopen(options).await.unwrap();

@@ -157,7 +157,13 @@ pub fn compile(
              shorter lease would read as held by another run",
         ));
     }
+    if let Some(node) = &spec.node
+        && let Err(why) = crate::store::lease::check_node_id(node)
+    {
+        diagnostics.push(Diagnostic::error(shown, locator.find("node"), "node", why));
+    }
     DaemonConfig {
+        node: spec.node.clone(),
         limits,
         file: file.path.clone(),
         store_url,
