@@ -17,7 +17,8 @@
 //! PATH` (another binary), `--full-refresh-flag FLAG`, `--reference-only`, `--keep`
 //! (keep the work directory), `--repeat K` (run every series K times; the table shows each
 //! scenario's median run), `--daemon` (only the daemon at scale: 10,000 importers, idle
-//! cost, 1,000 due at once; see `daemon.rs`).
+//! cost, 1,000 due at once; see `daemon.rs`), `--nodes` (2,000 importers on one daemon,
+//! then on two sharing one PostgreSQL database; see `nodes.rs`).
 
 #![recursion_limit = "256"]
 
@@ -26,6 +27,7 @@ mod daemon;
 mod data;
 mod fake;
 mod measure;
+mod nodes;
 mod reference;
 
 use std::io::{BufRead, BufReader};
@@ -236,6 +238,9 @@ fn harness(args: &[String]) -> anyhow::Result<()> {
     if args.iter().any(|a| a == "--daemon") {
         return daemon_harness(&options);
     }
+    if args.iter().any(|a| a == "--nodes") {
+        return nodes_harness(&options);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -276,6 +281,40 @@ fn daemon_harness(options: &Options) -> anyhow::Result<()> {
     println!();
     println!("machine: {}", machine());
     daemon::print(&figures);
+    if !options.keep {
+        let _ = std::fs::remove_dir_all(&options.work);
+    } else {
+        println!("work directory kept: {}", options.work.display());
+    }
+    Ok(())
+}
+
+/// The several-nodes scenario: one fake of 20 contacts, 2,000 importers, one daemon
+/// then two on PostgreSQL (`--pg`).
+fn nodes_harness(options: &Options) -> anyhow::Result<()> {
+    let tributary = options
+        .tributary
+        .clone()
+        .context("--nodes needs the tributary binary")?;
+    let fake = FakeService::start(20, &options.work.join("fake.log"))?;
+    let connectors =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures/pipedrive/connectors.d");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let figures = runtime.block_on(nodes::run(
+        &tributary,
+        &connectors,
+        &options.work,
+        &options.pg,
+        &fake.base_url,
+        TOKEN,
+    ));
+    drop(fake);
+    let figures = figures?;
+    println!();
+    println!("machine: {}", machine());
+    nodes::print(&figures);
     if !options.keep {
         let _ = std::fs::remove_dir_all(&options.work);
     } else {
