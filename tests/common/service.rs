@@ -371,6 +371,8 @@ pub struct PageInfo {
     pub total_pages: usize,
     /// Page number (from 1).
     pub page: usize,
+    /// Position of the page's first record in the whole result.
+    pub start: usize,
     /// Page size used.
     pub limit: usize,
 }
@@ -863,6 +865,7 @@ async fn serve(
         total,
         total_pages: total.div_ceil(limit),
         page: start / limit + 1,
+        start,
         limit,
     };
     let (info_total, info_pages) = (info.total, info.total_pages);

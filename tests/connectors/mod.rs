@@ -16,6 +16,7 @@ mod pipedrive_v1;
 mod salesforce;
 mod shopify;
 mod stripe;
+mod sugarcrm;
 mod zoho;
 mod zoho_coql;
 

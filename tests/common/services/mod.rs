@@ -14,4 +14,5 @@ pub mod pipedrive_v1;
 pub mod salesforce;
 pub mod shopify;
 pub mod stripe;
+pub mod sugarcrm;
 pub mod zoho;
