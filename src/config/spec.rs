@@ -170,6 +170,11 @@ pub struct ConnectorSpec {
     /// when there are several.
     #[serde(default)]
     pub auth: BTreeMap<String, AuthSpec>,
+    /// The scheme an importer gets when it names none, where there are several: lets a
+    /// connector that had one scheme add another (Shopify's client credentials beside its
+    /// static tokens) without breaking the importers written for the first.
+    #[serde(default)]
+    pub default_auth: Option<String>,
     /// The endpoint that lists contacts and how to read it.
     pub contacts: ContactsSpec,
     /// How changes are found: incremental by an updated-since value, or full re-fetch.

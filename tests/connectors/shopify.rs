@@ -136,3 +136,65 @@ async fn the_tag_filter_and_a_wrong_token() {
     assert!(error.contains("401"), "{error}");
     assert!(!error.contains("shpat_wrong"), "{error}");
 }
+
+/// A Dev Dashboard app: the client credentials grant, its 24-hour token renewed when
+/// Shopify refuses it, and the REST limit's 429 with `Retry-After`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_credentials_a_token_renewed_and_a_429() {
+    const CLIENT: (&str, &str) = ("a1b2c3d4e5f6", "shpss_0123456789abcdef");
+    let people = People::new(realistic(25));
+    let tokens = service::Tokens::new("shpat_cc_");
+    let fake = service::start(
+        shopify::client_credentials_service(CLIENT, &tokens),
+        &people,
+    )
+    .await;
+    let env = SyncEnv::new();
+    env.connector("shopify", &shipped("shopify", &fake.base));
+    env.importer(
+        "shop",
+        &format!(
+            "connector: shopify\nauth: client_credentials\ncredentials:\n  client_id: {{literal: {}}}\n  client_secret: {}\nsettings: {{shop: acme}}\nlist: Shop\npage_size: 10\n",
+            CLIENT.0,
+            env.secret("cs", CLIENT.1)
+        ),
+    );
+    let summary = env.run("shop").await.unwrap();
+    assert_eq!(summary.outcome, RunOutcome::Completed);
+    assert_eq!((summary.counts.pages, summary.counts.created), (3, 25));
+    let requests = fake.requests();
+    assert_eq!(requests[0].path, "/admin/oauth/access_token");
+    let form: Vec<(String, String)> =
+        url::form_urlencoded::parse(requests[0].body.as_bytes())
+            .into_owned()
+            .collect();
+    assert!(form.contains(&("grant_type".into(), "client_credentials".into())));
+    assert!(form.contains(&("client_id".into(), CLIENT.0.into())));
+    // Three pages, the third refused once (429, Retry-After) and sent again.
+    assert_eq!(requests.len(), 1 + 4);
+    for r in &requests[1..] {
+        assert_eq!(r.header("x-shopify-access-token"), Some("shpat_cc_1"));
+    }
+    assert_eq!(requests[3].raw_query, requests[4].raw_query, "the same page again");
+
+    // A day later the token has expired: refused, renewed, and the incremental run goes on.
+    tokens.expire();
+    people.edit(4, |c| c.first = Some("Renée".into()));
+    people.edit(6, |c| c.consent = Consent::Unsubscribed);
+    fake.clear();
+    let summary = env.run("shop").await.unwrap();
+    let c = &summary.counts;
+    assert_eq!((c.updated, c.created), (2, 0));
+    let requests = fake.requests();
+    assert!(requests.iter().any(|r| r.path == "/admin/oauth/access_token"));
+    assert_eq!(
+        requests.last().unwrap().header("x-shopify-access-token"),
+        Some("shpat_cc_2")
+    );
+    assert!(requests.last().unwrap().q("updated_at_min").is_some());
+    let all = env.all_contacts().await;
+    assert_eq!(
+        membership(contact(&all, "person6@example.com"), "Shop"),
+        Some(MembershipStatus::Unsubscribed)
+    );
+}

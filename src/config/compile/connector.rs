@@ -99,6 +99,15 @@ pub(super) fn compile(
     let rate_limit = rate_limit(&mut cx, spec.rate_limit.as_ref());
     let settings = settings(&mut cx, &spec.settings);
     let auth = auth::schemes(&mut cx, spec);
+    if let Some(name) = &spec.default_auth
+        && !spec.auth.contains_key(name)
+    {
+        let known: Vec<&str> = spec.auth.keys().map(String::as_str).collect();
+        cx.file.error(
+            "default_auth",
+            format!("no auth scheme '{name}' (known: {})", known.join(", ")),
+        );
+    }
     let contacts = &spec.contacts;
     let request = cx.request("contacts.request", &contacts.request);
     let records = cx.path("contacts.records", &contacts.records);

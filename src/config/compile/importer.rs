@@ -72,6 +72,7 @@ pub(super) fn compile(
         }
         (None, 0) => None,
         (None, 1) => Some(schemes[0].clone()),
+        (None, _) if cspec.default_auth.is_some() => cspec.default_auth.clone(),
         (None, _) => {
             cx.error(
                 "auth",

@@ -116,3 +116,42 @@ pub fn service(token: &str) -> Service {
         token: None,
     }
 }
+
+/// The same endpoint for a Dev Dashboard app: tokens from the client credentials grant
+/// at the shop's `/admin/oauth/access_token` (shopify.dev .../client-credentials-grant:
+/// form-encoded `grant_type=client_credentials`, `client_id`, `client_secret`; answer
+/// `{access_token, scope, expires_in: 86399}`), issued by `tokens`; and the REST
+/// limit's answers (shopify.dev REST rate limits: `X-Shopify-Shop-Api-Call-Limit:
+/// used/40` on every response, 429 with `Retry-After: 2.0` over it; the fake's bucket is
+/// a few requests and its `Retry-After` one second).
+pub fn client_credentials_service(
+    client: (&str, &str),
+    tokens: &crate::common::service::Tokens,
+) -> Service {
+    use crate::common::service::{Grant, Protocol, Throttle, TokenEndpoint};
+    Service {
+        auth: Auth::Issued("x-shopify-access-token", "", tokens.clone()),
+        protocol: Protocol {
+            throttle: Some(Throttle {
+                every: 3,
+                refusal: Canned::json(429, json!({"errors": "Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted service."}))
+                    .with_header("retry-after", "1.0"),
+                headers: |left| vec![("x-shopify-shop-api-call-limit", format!("{}/40", 40 - left))],
+            }),
+            ..Protocol::default()
+        },
+        token: Some(TokenEndpoint {
+            path: "/admin/oauth/access_token",
+            client: (client.0.to_string(), client.1.to_string()),
+            grant: Grant::ClientCredentials,
+            access_token: String::new(),
+            tokens: Some(tokens.clone()),
+            extra: json!({"scope": "read_customers", "expires_in": 86399}),
+            refused: Canned::json(
+                400,
+                json!({"error": "invalid_client", "error_description": "Client authentication failed"}),
+            ),
+        }),
+        ..service("unused")
+    }
+}
