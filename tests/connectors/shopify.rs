@@ -164,10 +164,9 @@ async fn client_credentials_a_token_renewed_and_a_429() {
     assert_eq!((summary.counts.pages, summary.counts.created), (3, 25));
     let requests = fake.requests();
     assert_eq!(requests[0].path, "/admin/oauth/access_token");
-    let form: Vec<(String, String)> =
-        url::form_urlencoded::parse(requests[0].body.as_bytes())
-            .into_owned()
-            .collect();
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(requests[0].body.as_bytes())
+        .into_owned()
+        .collect();
     assert!(form.contains(&("grant_type".into(), "client_credentials".into())));
     assert!(form.contains(&("client_id".into(), CLIENT.0.into())));
     // Three pages, the third refused once (429, Retry-After) and sent again.
@@ -175,7 +174,10 @@ async fn client_credentials_a_token_renewed_and_a_429() {
     for r in &requests[1..] {
         assert_eq!(r.header("x-shopify-access-token"), Some("shpat_cc_1"));
     }
-    assert_eq!(requests[3].raw_query, requests[4].raw_query, "the same page again");
+    assert_eq!(
+        requests[3].raw_query, requests[4].raw_query,
+        "the same page again"
+    );
 
     // A day later the token has expired: refused, renewed, and the incremental run goes on.
     tokens.expire();
@@ -186,7 +188,11 @@ async fn client_credentials_a_token_renewed_and_a_429() {
     let c = &summary.counts;
     assert_eq!((c.updated, c.created), (2, 0));
     let requests = fake.requests();
-    assert!(requests.iter().any(|r| r.path == "/admin/oauth/access_token"));
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.path == "/admin/oauth/access_token")
+    );
     assert_eq!(
         requests.last().unwrap().header("x-shopify-access-token"),
         Some("shpat_cc_2")

@@ -40,7 +40,11 @@ async fn a_login_next_offset_pages_opt_out_and_bounce_and_a_session_renewed() {
     assert_eq!(login["password"], USER.1);
     assert_eq!(login["platform"], PLATFORM);
     let offsets: Vec<Option<&str>> = requests[1..].iter().map(|r| r.q("offset")).collect();
-    assert_eq!(offsets, [None, Some("10"), Some("20")], "next_offset sent back");
+    assert_eq!(
+        offsets,
+        [None, Some("10"), Some("20")],
+        "next_offset sent back"
+    );
     for r in &requests[1..] {
         assert_eq!(r.path, "/rest/v11/Contacts");
         assert_eq!(r.header("oauth-token"), Some("6a7d0c1e-session-1"));
@@ -89,7 +93,10 @@ async fn a_login_next_offset_pages_opt_out_and_bounce_and_a_session_renewed() {
         "logged in again"
     );
     let all = env.all_contacts().await;
-    assert_eq!(contact(&all, "person9@example.com").status, ContactStatus::Bounced);
+    assert_eq!(
+        contact(&all, "person9@example.com").status,
+        ContactStatus::Bounced
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,6 +124,9 @@ async fn the_lead_source_filter_and_a_wrong_password() {
         ),
     );
     let error = bad.run("crm").await.unwrap_err().to_string();
-    assert!(error.contains("401") || error.contains("need_login"), "{error}");
+    assert!(
+        error.contains("401") || error.contains("need_login"),
+        "{error}"
+    );
     assert!(!error.contains("wrong-password"), "{error}");
 }

@@ -90,7 +90,13 @@ pub fn service(user: (&str, &str), tokens: &Tokens) -> Service {
             "The access token provided is invalid.",
         ),
         params: vec!["fields", "order_by", "deleted", "view"],
-        bad_param: |name| error(422, "invalid_parameter", &format!("Invalid parameter: {name}")),
+        bad_param: |name| {
+            error(
+                422,
+                "invalid_parameter",
+                &format!("Invalid parameter: {name}"),
+            )
+        },
         paging: Paging::Offset {
             offset: "offset",
             count: "max_num",
