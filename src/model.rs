@@ -194,6 +194,36 @@ pub struct PageWrite<'a> {
     pub deleted_external_ids: &'a [String],
     /// Checkpoint to save with the page.
     pub checkpoint: &'a Checkpoint,
+    /// What the engine counted for the pages of this write, added to the run's history
+    /// in the same transaction, so that a run killed at any moment has exact counts for
+    /// every page it committed.
+    pub counts: PageCounts,
+}
+
+/// The engine's counts for the pages of one write (the store adds what it counts
+/// itself: created, updated, unchanged, its own field failures).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageCounts {
+    /// Pages.
+    pub pages: u64,
+    /// Records fetched (not counting those a re-query returned again).
+    pub fetched: u64,
+    /// Records skipped (no or invalid email, too large, filtered out).
+    pub skipped: u64,
+    /// Custom values that did not parse.
+    pub field_failures: u64,
+    /// Records the service reported deleted.
+    pub deleted: u64,
+}
+
+impl std::ops::AddAssign for PageCounts {
+    fn add_assign(&mut self, other: PageCounts) {
+        self.pages += other.pages;
+        self.fetched += other.fetched;
+        self.skipped += other.skipped;
+        self.field_failures += other.field_failures;
+        self.deleted += other.deleted;
+    }
 }
 
 /// What a page write did.

@@ -21,7 +21,8 @@ use crate::engine::filter::ClientFilters;
 use crate::engine::paginate::{PageSeen, PaginateError, Paginator, PassPosition, SinceQuery, Step};
 use crate::engine::projection::PageProjection;
 use crate::model::{
-    Checkpoint, ContactRecord, CustomFieldDef, FieldBinding, FieldValue, PageOutcome, PageWrite,
+    Checkpoint, ContactRecord, CustomFieldDef, FieldBinding, FieldValue, PageCounts, PageOutcome,
+    PageWrite,
 };
 use crate::plan::{ErrorAction, Importer, Limits, Pagination, Sync};
 use crate::store::lease::HeldLease;
@@ -312,6 +313,8 @@ struct PageGroup {
     contacts: Vec<ContactRecord>,
     deleted: Vec<String>,
     pages: u32,
+    /// The engine's counts for the group's pages, written with them.
+    counts: PageCounts,
     /// Where the group goes, set by its newest page (`None`: nothing gathered).
     target: Option<GroupTarget>,
 }
@@ -813,6 +816,7 @@ impl Run {
             };
             self.timing.fetch += fetch_started.elapsed();
             let map_started = Instant::now();
+            let counted_before = self.counts.clone();
             if self.options.dry_run {
                 self.dry.requests.push(client.describe(&prepared));
             }
@@ -933,6 +937,13 @@ impl Run {
             self.counts.pages += 1;
             self.counts.fetched += records.len() as u64 - repeats;
             pages_this_run += 1;
+            let page_counts = PageCounts {
+                pages: self.counts.pages - counted_before.pages,
+                fetched: self.counts.fetched - counted_before.fetched,
+                skipped: self.counts.skipped - counted_before.skipped,
+                field_failures: self.counts.field_failures - counted_before.field_failures,
+                deleted: self.counts.deleted - counted_before.deleted,
+            };
             drop(records);
             // Freeing a parsed page (hundreds of thousands of small allocations) is a
             // sixth of the engine thread's time on a first import; a blocking-pool thread
@@ -996,6 +1007,7 @@ impl Run {
                 group.contacts.extend(contacts);
                 group.deleted.extend(deleted);
                 group.pages += 1;
+                group.counts += page_counts;
                 group.target = Some(GroupTarget {
                     checkpoint: checkpoint.clone(),
                     list_id,
@@ -1160,27 +1172,24 @@ impl Run {
         let fencing_token = self.lease.fencing_token;
         let run_id = self.run_id;
         let runtime = tokio::runtime::Handle::current();
+        // Every group goes through `write_page`, even one that brought no contact (an
+        // empty last page, a page of skipped records): its counts join the run's history
+        // in the transaction that saves its checkpoint.
         let write = async move {
-            if group.contacts.is_empty() && group.deleted.is_empty() {
-                store
-                    .save_checkpoint(&importer.id, fencing_token, &checkpoint)
-                    .await
-                    .map(|()| None)
-            } else {
-                store
-                    .write_page(PageWrite {
-                        importer: &importer.id,
-                        run_id,
-                        fencing_token,
-                        list_id,
-                        fields: &bindings,
-                        contacts: &group.contacts,
-                        deleted_external_ids: &group.deleted,
-                        checkpoint: &checkpoint,
-                    })
-                    .await
-                    .map(Some)
-            }
+            store
+                .write_page(PageWrite {
+                    importer: &importer.id,
+                    run_id,
+                    fencing_token,
+                    list_id,
+                    fields: &bindings,
+                    contacts: &group.contacts,
+                    deleted_external_ids: &group.deleted,
+                    checkpoint: &checkpoint,
+                    counts: group.counts,
+                })
+                .await
+                .map(Some)
         };
         self.in_flight = Some(tokio::task::spawn_blocking(move || runtime.block_on(write)));
     }

@@ -583,6 +583,7 @@ mod tests {
             contacts: &contacts,
             deleted_external_ids: &[],
             checkpoint: &checkpoint,
+            counts: Default::default(),
         };
         let prepared = prepare(&page);
         assert_eq!(prepared.records.len(), 1);

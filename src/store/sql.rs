@@ -847,15 +847,19 @@ impl<D: Dialect> SqlStore<D> {
             .await?;
         self.exec(
             Some(conn),
-            self.q("UPDATE runs SET pages = pages + 1, created = created + $1,
-                    updated = updated + $2, unchanged = unchanged + $3,
-                    field_failures = field_failures + $4, deleted = deleted + $5
-                 WHERE id = $6")
+            self.q("UPDATE runs SET pages = pages + $1, fetched = fetched + $2,
+                    created = created + $3, updated = updated + $4, unchanged = unchanged + $5,
+                    skipped = skipped + $6, field_failures = field_failures + $7,
+                    deleted = deleted + $8
+                 WHERE id = $9")
+                .bind(page.counts.pages as i64)
+                .bind(page.counts.fetched as i64)
                 .bind(outcome.created as i64)
                 .bind(outcome.updated as i64)
                 .bind(outcome.unchanged as i64)
-                .bind(outcome.field_failures as i64)
-                .bind(outcome.deleted as i64)
+                .bind(page.counts.skipped as i64)
+                .bind((outcome.field_failures + page.counts.field_failures) as i64)
+                .bind(page.counts.deleted as i64)
                 .bind(page.run_id),
         )
         .await?;

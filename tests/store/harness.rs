@@ -344,6 +344,12 @@ impl Importer {
                 contacts,
                 deleted_external_ids: deleted,
                 checkpoint,
+                counts: tributary::model::PageCounts {
+                    pages: 1,
+                    fetched: (contacts.len() + deleted.len()) as u64,
+                    deleted: deleted.len() as u64,
+                    ..Default::default()
+                },
             })
             .await
     }

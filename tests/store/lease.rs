@@ -95,6 +95,7 @@ async fn a_held_lease_excludes_others_until_it_expires(ctx: Ctx) {
             contacts: &[rec("ada@example.com")],
             deleted_external_ids: &[],
             checkpoint: &checkpoint,
+            counts: Default::default(),
         })
         .await
         .unwrap_err();

@@ -209,3 +209,250 @@ sync:
         "{dead:?}"
     );
 }
+
+/// Pages of the killed import.
+const KILL_PAGES: usize = 30;
+/// Records per page of it.
+const KILL_PER_PAGE: usize = 4;
+
+/// A page-numbered service of `KILL_PAGES` pages, 80 ms a page: every seventh record
+/// has no valid email (skipped), every eleventh is marked deleted, every fifth has a
+/// score that is not a number (a field failure).
+fn slow_pages() -> Router {
+    Router::new().route(
+        "/items",
+        get(move |Query(q): Query<HashMap<String, String>>| async move {
+            let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+            tokio::time::sleep(Duration::from_millis(80)).await;
+            let items: Vec<serde_json::Value> = if page <= KILL_PAGES {
+                (1..=KILL_PER_PAGE)
+                    .map(|i| {
+                        let n = (page - 1) * KILL_PER_PAGE + i;
+                        let email = if n.is_multiple_of(7) {
+                            "not an email".to_string()
+                        } else {
+                            email(n)
+                        };
+                        let score = if n.is_multiple_of(5) {
+                            json!("n/a")
+                        } else {
+                            json!(n * 3)
+                        };
+                        json!({"id": n, "email": email, "name": format!("Person {n}"),
+                               "score": score, "gone": n.is_multiple_of(11)})
+                    })
+                    .collect()
+            } else {
+                vec![]
+            };
+            axum::Json(json!({"items": items}))
+        }),
+    )
+}
+
+fn slow_env(base: &str) -> SyncEnv {
+    let env = SyncEnv::new();
+    env.connector(
+        "paged",
+        r#"
+spec_version: 1
+base_url: "{{settings.base}}"
+settings:
+  base: {}
+contacts:
+  request:
+    path: /items
+    query: {page: "{{page}}", size: "{{page_size}}"}
+  pagination: {type: page_number, stop: [empty_page]}
+  records: $.items[*]
+  deleted: {path: $.gone, equals: true}
+  fields:
+    email: $.email
+    full_name: $.name
+    external_id: $.id
+  custom_fields:
+    - {label: Score, path: $.score, type: number}
+sync:
+  mode: full_refresh
+"#,
+    );
+    env.importer(
+        "pg",
+        &format!(
+            "connector: paged\nsettings:\n  base: \"{base}\"\nlist: People\npage_size: {KILL_PER_PAGE}\npage_budget: 0\n"
+        ),
+    );
+    env
+}
+
+fn run_command(env: &SyncEnv) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_tributary"));
+    command
+        .arg("--config")
+        .arg(&env.config)
+        .args(["run", "pg"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    command
+}
+
+/// Every table of a SQLite store as sorted text rows, without what differs between two
+/// imports of the same data by nature: run ids, timestamps, the run history, the lease
+/// and the log of page commits (one row per write: a killed run's writes group pages
+/// differently), the migration log.
+async fn dump(env: &SyncEnv) -> Vec<String> {
+    use sqlx::{Connection as _, Row as _};
+    let mut conn = sqlx::SqliteConnection::connect(&env.store_url)
+        .await
+        .unwrap();
+    let tables: Vec<String> = sqlx::query(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get::<String, _>(0))
+    .filter(|t| !matches!(t.as_str(), "runs" | "leases" | "page_commits" | "tributary_schema" | "_sqlx_migrations"))
+    .collect();
+    assert!(tables.len() >= 10, "{tables:?}");
+    let mut out = Vec::new();
+    for table in tables {
+        let columns: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT name FROM pragma_table_info('{table}')"
+        )))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<String, _>(0))
+        .filter(|c| {
+            !(c.ends_with("_at")
+                || c == "at"
+                || c == "run_id"
+                || c == "last_full_refresh"
+                || (table == "email_normalization" && c != "version"))
+        })
+        .collect();
+        let select: Vec<String> = columns
+            .iter()
+            .map(|c| format!("COALESCE(CAST({c} AS TEXT), 'NULL')"))
+            .collect();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM {table}",
+            select.join(" || '|' || ")
+        )))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        let mut rows: Vec<String> = rows
+            .iter()
+            .map(|r| format!("{table}: {}", r.get::<String, _>(0)))
+            .collect();
+        rows.sort();
+        out.push(format!("{table} ({})", columns.join(", ")));
+        out.extend(rows);
+    }
+    out
+}
+
+/// Issue 17: `tributary run` SIGKILLed at 12 points of one multi-page import and
+/// restarted each time ends with a store equal, table by table, to an import never
+/// killed (run ids and timestamps apart), and the run history's counts (the killed runs'
+/// committed counts plus the last run's) add up to the unkilled run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_at_twelve_points_ends_equal_to_one_never_killed() {
+    use rand::{Rng, SeedableRng};
+    const KILLS: usize = 12;
+    let fake = FakeService::start(slow_pages()).await;
+
+    let reference = slow_env(&fake.base);
+    let out = run_command(&reference).output().await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let killed = slow_env(&fake.base);
+    drop(killed.store().await);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+    let mut kills = 0;
+    let mut finished = false;
+    for _ in 0..3 * KILLS {
+        let asked = fake.requests().len();
+        let mut child = run_command(&killed)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        if kills < KILLS {
+            // Once this run has asked for a page, at a moment anywhere in the next
+            // ~2 pages: fetching, mapping, writing, committing.
+            for _ in 0..400 {
+                if fake.requests().len() > asked || child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(rng.random_range(0..160))).await;
+            if child.try_wait().unwrap().is_none() {
+                child.start_kill().unwrap();
+                child.wait().await.unwrap();
+                kills += 1;
+                continue;
+            }
+        }
+        let status = child.wait().await.unwrap();
+        assert!(status.success());
+        finished = true;
+        break;
+    }
+    assert!(finished, "the import never finished");
+    assert!(kills >= 10, "only {kills} kills");
+
+    let want = dump(&reference).await;
+    let got = dump(&killed).await;
+    assert!(want.iter().filter(|r| r.starts_with("contacts: ")).count() > 90);
+    assert_eq!(got, want);
+
+    // The history: every killed run closed with what it committed; together with the
+    // last run, exactly the counts of the run never killed.
+    let reference_runs = reference.store().await.runs("pg", 5).await.unwrap();
+    assert_eq!(reference_runs.len(), 1);
+    let one = &reference_runs[0].counts;
+    assert_eq!(
+        (one.pages, one.fetched, one.skipped, one.deleted),
+        (
+            KILL_PAGES as u64 + 1,
+            (KILL_PAGES * KILL_PER_PAGE) as u64,
+            // A deleted marker wins over a bad email (77).
+            (1..=KILL_PAGES * KILL_PER_PAGE)
+                .filter(|n| n % 7 == 0 && n % 11 != 0)
+                .count() as u64,
+            (KILL_PAGES * KILL_PER_PAGE / 11) as u64
+        )
+    );
+    let runs = killed.store().await.runs("pg", 100).await.unwrap();
+    assert_eq!(runs.len(), kills + 1);
+    assert!(runs.iter().all(|r| r.finished_at.is_some()));
+    assert_eq!(runs[0].outcome, Some(RunOutcome::Completed));
+    let mut sum = tributary::store::RunCounts::default();
+    for run in &runs {
+        let c = &run.counts;
+        sum.pages += c.pages;
+        sum.fetched += c.fetched;
+        sum.created += c.created;
+        sum.updated += c.updated;
+        sum.unchanged += c.unchanged;
+        sum.skipped += c.skipped;
+        sum.field_failures += c.field_failures;
+        sum.deleted += c.deleted;
+    }
+    assert_eq!(&sum, one, "{runs:#?}");
+    println!(
+        "kill -9: {kills} kills of one import of {KILL_PAGES} pages, restarted each time: store equal to an import never killed, history counts add up"
+    );
+}
