@@ -632,7 +632,23 @@ async fn serve(
             .into_owned()
             .collect();
     if let Some(read) = service.protocol.body_params {
-        let parsed = serde_json::from_slice::<Value>(&body).map_err(|_| "body".to_string());
+        // A JSON body, or a form read as an object of strings.
+        let parsed = serde_json::from_slice::<Value>(&body).or_else(|_| {
+            let form = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+            if form {
+                Ok(Value::Object(
+                    url::form_urlencoded::parse(&body)
+                        .into_owned()
+                        .map(|(k, v)| (k, Value::String(v)))
+                        .collect(),
+                ))
+            } else {
+                Err("body".to_string())
+            }
+        });
         match parsed.and_then(|b| read(&b)) {
             Ok(found) => pairs.extend(found),
             Err(complaint) => return (service.bad_param)(&complaint).into_response(),

@@ -8,6 +8,7 @@ mod batchbook;
 mod bigcommerce;
 mod bigcommerce_v2;
 mod google_people;
+mod heap;
 mod hubspot;
 mod hubspot_search;
 mod mailchimp;

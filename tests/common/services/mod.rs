@@ -7,6 +7,7 @@ pub mod batchbook;
 pub mod bigcommerce;
 pub mod bigcommerce_v2;
 pub mod google_people;
+pub mod heap;
 pub mod hubspot;
 pub mod mailchimp;
 pub mod pipedrive;
