@@ -462,6 +462,9 @@ pub struct Protocol {
     pub throttle: Option<Throttle>,
     /// Totals in response headers (WooCommerce's `X-WP-Total`, `X-WP-TotalPages`).
     pub total_headers: Option<(&'static str, &'static str)>,
+    /// Parameters derived from the query itself, merged into it (a query language's
+    /// conditions the service's filters then apply: SOQL's `IsConverted = false`).
+    pub derived: Option<fn(&Query) -> Query>,
     /// The most results one query can page through (HubSpot search: 10,000); a page
     /// starting at or past it is refused as a bad parameter named `after`.
     pub max_results: Option<usize>,
@@ -712,6 +715,10 @@ async fn serve(
         for (k, v) in first {
             query.entry(k).or_insert(v);
         }
+    }
+    if let Some(derive) = service.protocol.derived {
+        let extra = derive(&query);
+        query.extend(extra);
     }
     let auth_param = match &service.auth {
         Auth::Query(name, _) => Some(*name),

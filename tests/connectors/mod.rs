@@ -15,6 +15,7 @@ mod mailchimp;
 mod pipedrive;
 mod pipedrive_v1;
 mod salesforce;
+mod salesforce_leads;
 mod shopify;
 mod stripe;
 mod sugarcrm;

@@ -158,3 +158,102 @@ pub fn service(base: &str, client: (&str, &str), refresh_token: &str) -> Service
         }),
     }
 }
+
+const LEAD_FIELDS: [&str; 16] = [
+    "Id",
+    "Email",
+    "FirstName",
+    "LastName",
+    "Phone",
+    "Company",
+    "Title",
+    "City",
+    "Country",
+    "OwnerId",
+    "LeadSource",
+    "Status",
+    "HasOptedOutOfEmail",
+    "IsEmailBounced",
+    "IsDeleted",
+    "SystemModstamp",
+];
+
+/// A lead is converted when its tags hold `converted` (the fake's convention).
+pub fn converted(c: &Contact) -> bool {
+    c.tags.iter().any(|t| t == "converted")
+}
+
+/// The leads connector's SOQL: every selected field a Lead field, `FROM Lead WHERE
+/// IsConverted = false [AND SystemModstamp > <datetime>] ORDER BY SystemModstamp ASC`.
+fn soql_lead_since(query: &Query) -> Result<Option<(DateTime<Utc>, bool)>, String> {
+    let q = query.get("q").ok_or("q")?;
+    let q = q.split_whitespace().collect::<Vec<_>>().join(" ");
+    let rest = q.strip_prefix("SELECT ").ok_or("q: MALFORMED_QUERY")?;
+    let (fields, rest) = rest.split_once(" FROM ").ok_or("q: MALFORMED_QUERY")?;
+    for field in fields.split(',') {
+        if !LEAD_FIELDS.contains(&field.trim()) {
+            return Err(format!("q: INVALID_FIELD {}", field.trim()));
+        }
+    }
+    let rest = rest.strip_prefix("Lead").ok_or("q: INVALID_TYPE")?.trim();
+    let rest = rest
+        .strip_prefix("WHERE IsConverted = false")
+        .ok_or("q: the fake expects WHERE IsConverted = false")?
+        .trim();
+    let since = match rest.strip_prefix("AND SystemModstamp > ") {
+        Some(after) => {
+            let literal = after.split(' ').next().unwrap_or("");
+            let t = DateTime::parse_from_rfc3339(literal)
+                .map_err(|_| format!("q: MALFORMED_QUERY datetime {literal}"))?;
+            Some((t.with_timezone(&Utc), false))
+        }
+        None => None,
+    };
+    if !q.ends_with("ORDER BY SystemModstamp ASC") {
+        return Err("q: the fake expects ORDER BY SystemModstamp ASC".into());
+    }
+    Ok(since)
+}
+
+/// One Lead row (Salesforce Object Reference, Lead: `Company`, `City`, `Country`,
+/// `Status`, `IsConverted`).
+pub fn lead(c: &Contact, _query: &Query) -> Value {
+    let id = format!("00Q5g00000{:08}", c.id);
+    json!({
+        "attributes": {"type": "Lead", "url": format!("/services/data/{VERSION}/sobjects/Lead/{id}")},
+        "Id": id,
+        "Email": c.email(),
+        "FirstName": c.first,
+        "LastName": c.last,
+        "Phone": c.phone,
+        "Company": c.company,
+        "Title": c.job_title,
+        "City": c.city,
+        "Country": c.country,
+        "OwnerId": format!("0055g00000{:08}", c.owner),
+        "LeadSource": c.stage,
+        "Status": if c.id.is_multiple_of(2) { "Open - Not Contacted" } else { "Working - Contacted" },
+        "HasOptedOutOfEmail": c.consent == Consent::Unsubscribed,
+        "IsEmailBounced": c.consent == Consent::Bounced,
+        "IsDeleted": c.deleted,
+        "SystemModstamp": stamp(c.updated),
+    })
+}
+
+/// Salesforce's Lead object through the same `/queryAll` and token endpoint; converted
+/// leads match `IsConverted = false` no more.
+pub fn leads_service(base: &str, client: (&str, &str), refresh_token: &str) -> Service {
+    use crate::common::service::Protocol;
+    Service {
+        name: "salesforce-leads",
+        query_since: Some(soql_lead_since),
+        record: lead,
+        filters: vec![("__not_converted", |c, _| !converted(c))],
+        protocol: Protocol {
+            // `soql_lead_since` refuses a query without `IsConverted = false`.
+            derived: Some(|_| Query::from([("__not_converted".to_string(), "1".to_string())])),
+            ..Protocol::default()
+        },
+        ..service(base, client, refresh_token)
+    }
+}
