@@ -16,9 +16,12 @@ use crate::common::sync_env::{SyncEnv, field};
 fn connector(base: &str) -> String {
     let text = super::shipped("heap", base);
     assert!(
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/connectors.d/heap.yaml"))
-            .unwrap()
-            .contains("base_url: https://"),
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/connectors.d/heap.yaml"
+        ))
+        .unwrap()
+        .contains("base_url: https://"),
         "the shipped connector sends the login over https only"
     );
     text
@@ -71,7 +74,10 @@ async fn everyone_in_one_response_and_a_weekly_pass_writing_only_changes() {
         "the mobile when there is no phone"
     );
     assert_eq!(field(two, "%HEAP_TITLE%"), Some("Buyer"));
-    assert_eq!(field(two, "%HEAP_CATEGORIES%"), Some(r#"["customer","t2"]"#));
+    assert_eq!(
+        field(two, "%HEAP_CATEGORIES%"),
+        Some(r#"["customer","t2"]"#)
+    );
     assert_eq!(field(two, "%HEAP_CITY%"), Some("Zürich"));
     assert_eq!(field(two, "%HEAP_COUNTRY%"), Some("CH"));
     // Heap keeps no consent: everyone active (documented in the connector).
@@ -106,7 +112,10 @@ async fn the_search_filter_goes_to_heap_and_a_wrong_password_fails() {
     let fake = service::start(heap::service(), &people).await;
     let env = SyncEnv::new();
     env.connector("heap", &connector(&fake.base));
-    env.importer("ada", &importer(&env, "Ada", "filters: {search: person1}\n"));
+    env.importer(
+        "ada",
+        &importer(&env, "Ada", "filters: {search: person1}\n"),
+    );
     env.run("ada").await.unwrap();
     // person1, person10 ... person19
     assert_eq!(env.contacts("Ada").await.len(), 11);

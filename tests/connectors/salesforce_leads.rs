@@ -46,21 +46,36 @@ async fn open_leads_with_opt_out_bounce_deletions_and_an_incremental_run() {
     let requests = fake.requests();
     assert_eq!(requests[0].path, "/services/oauth2/token");
     let q = requests[1].q("q").unwrap();
-    assert!(q.contains("FROM Lead WHERE IsConverted = false ORDER BY"), "{q}");
+    assert!(
+        q.contains("FROM Lead WHERE IsConverted = false ORDER BY"),
+        "{q}"
+    );
     for r in &requests[1..] {
         assert_eq!(
             r.header("authorization"),
             Some(format!("Bearer {ACCESS}").as_str())
         );
-        assert!(r.path.starts_with(&format!("/services/data/{VERSION}/queryAll")));
+        assert!(
+            r.path
+                .starts_with(&format!("/services/data/{VERSION}/queryAll"))
+        );
     }
 
     let all = env.all_contacts().await;
-    assert!(all.iter().all(|c| c.email != "person10@example.com"), "converted");
-    assert!(all.iter().all(|c| c.email != "person25@example.com"), "deleted");
+    assert!(
+        all.iter().all(|c| c.email != "person10@example.com"),
+        "converted"
+    );
+    assert!(
+        all.iter().all(|c| c.email != "person25@example.com"),
+        "deleted"
+    );
     let two = contact(&all, "person2@example.com");
     assert_eq!(two.organization.as_deref(), Some("Firma 2"));
-    assert_eq!(field(two, "%SALESFORCE_LEAD_STATUS%"), Some("Open - Not Contacted"));
+    assert_eq!(
+        field(two, "%SALESFORCE_LEAD_STATUS%"),
+        Some("Open - Not Contacted")
+    );
     assert_eq!(field(two, "%SALESFORCE_CITY%"), Some("Zürich"));
     assert_eq!(field(two, "%SALESFORCE_COUNTRY%"), Some("CH"));
     assert_eq!(field(two, "%SALESFORCE_JOB_TITLE%"), Some("Buyer"));
@@ -87,9 +102,15 @@ async fn open_leads_with_opt_out_bounce_deletions_and_an_incremental_run() {
         .iter()
         .find_map(|r| r.q("q").map(str::to_string))
         .unwrap();
-    assert!(q.contains("WHERE IsConverted = false AND SystemModstamp > "), "{q}");
+    assert!(
+        q.contains("WHERE IsConverted = false AND SystemModstamp > "),
+        "{q}"
+    );
     let all = env.all_contacts().await;
-    assert_eq!(contact(&all, "person9@example.com").status, ContactStatus::Bounced);
+    assert_eq!(
+        contact(&all, "person9@example.com").status,
+        ContactStatus::Bounced
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,7 +123,10 @@ async fn the_lead_source_filter() {
     .await;
     let env = SyncEnv::new();
     env.connector("salesforce-leads", &shipped("salesforce-leads", &fake.base));
-    env.importer("leads", &importer(&env, "Leads", "filters: {lead_source: lead}\n"));
+    env.importer(
+        "leads",
+        &importer(&env, "Leads", "filters: {lead_source: lead}\n"),
+    );
     env.run("leads").await.unwrap();
     assert_eq!(env.contacts("Leads").await.len(), 15, "even ids");
 }
