@@ -12,6 +12,7 @@ mod heap;
 mod hubspot;
 mod hubspot_search;
 mod mailchimp;
+mod nimble;
 mod pipedrive;
 mod pipedrive_v1;
 mod salesforce;

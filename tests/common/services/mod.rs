@@ -10,6 +10,7 @@ pub mod google_people;
 pub mod heap;
 pub mod hubspot;
 pub mod mailchimp;
+pub mod nimble;
 pub mod pipedrive;
 pub mod pipedrive_v1;
 pub mod salesforce;
