@@ -34,7 +34,10 @@ async fn contacts_by_page_fields_by_display_name_and_a_day_granular_incremental_
     assert_eq!(pages, ["1", "2", "3"]);
     for r in &requests {
         assert_eq!(r.path, "/api/v1/contacts");
-        assert_eq!(r.header("authorization"), Some(format!("Bearer {TOKEN}").as_str()));
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
         assert_eq!(r.q("per_page"), Some("10"));
         assert_eq!(r.q("sort"), Some("updated:asc"));
         assert_eq!(r.q("record_type"), Some("person"), "first run: persons");
@@ -73,10 +76,12 @@ async fn contacts_by_page_fields_by_display_name_and_a_day_granular_incremental_
     fake.clear();
     let summary = env.run("crm").await.unwrap();
     let c = &summary.counts;
-    assert_eq!((c.fetched, c.updated, c.unchanged, c.created), (25, 2, 23, 0));
+    assert_eq!(
+        (c.fetched, c.updated, c.unchanged, c.created),
+        (25, 2, 23, 0)
+    );
     let requests = fake.requests();
-    let query: serde_json::Value =
-        serde_json::from_str(requests[0].q("query").unwrap()).unwrap();
+    let query: serde_json::Value = serde_json::from_str(requests[0].q("query").unwrap()).unwrap();
     assert_eq!(query["updated"]["range"]["start_date"], "2024-04-30");
     assert_eq!(requests[0].q("record_type"), None, "not with query");
     let all = env.all_contacts().await;

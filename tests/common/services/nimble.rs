@@ -52,7 +52,10 @@ pub fn contact(c: &Contact, _query: &Query) -> Value {
         );
     }
     if let Some(phone) = &c.phone {
-        fields.insert("phone".into(), json!([{"value": phone, "modifier": "mobile", "label": "phone"}]));
+        fields.insert(
+            "phone".into(),
+            json!([{"value": phone, "modifier": "mobile", "label": "phone"}]),
+        );
     }
     if let Some(company) = &c.company {
         fields.insert(
