@@ -20,6 +20,7 @@ mod salesforce_leads;
 mod shopify;
 mod stripe;
 mod sugarcrm;
+mod woocommerce;
 mod zoho;
 mod zoho_coql;
 

@@ -17,4 +17,5 @@ pub mod salesforce;
 pub mod shopify;
 pub mod stripe;
 pub mod sugarcrm;
+pub mod woocommerce;
 pub mod zoho;
