@@ -58,7 +58,11 @@ async fn customers_by_page_with_basic_auth_and_a_daily_pass_writing_only_changes
         field(two, "%WOOCOMMERCE_REGISTERED%"),
         Some("2024-04-01T10:00:02Z")
     );
-    assert_eq!(contact(&all, "person5@example.com").organization, None, "empty company");
+    assert_eq!(
+        contact(&all, "person5@example.com").organization,
+        None,
+        "empty company"
+    );
     assert!(
         consent(&env, "Shop")
             .await
