@@ -497,7 +497,8 @@ fn repository_connectors_render_their_requests() {
         let credentials = json!({
             "api_token": "t", "access_token": "t", "token": "t", "client_id": "c",
             "client_secret": "s", "refresh_token": "r", "secret_key": "k", "api_key": "k",
-            "username": "u", "password": "p", "login_email": "e", "login_password": "p"
+            "username": "u", "password": "p", "login_email": "e", "login_password": "p",
+            "consumer_key": "ck", "consumer_secret": "cs"
         });
         for since in [Value::Null, json!("2024-05-01T10:00:00Z")] {
             let ctx = json!({
