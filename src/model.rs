@@ -173,6 +173,10 @@ pub struct Checkpoint {
     pub pass_started_at: Option<DateTime<Utc>>,
     /// When the last full pass completed.
     pub last_full_refresh: Option<DateTime<Utc>>,
+    /// The change token the last complete pass ended with (`sync.mode: change_token`):
+    /// the next pass sends it to receive only what changed since.
+    #[serde(default)]
+    pub change_token: Option<String>,
 }
 
 /// Everything one page writes, in one transaction.

@@ -482,6 +482,13 @@ pub enum Sync {
         /// Interval between full passes.
         every: Duration,
     },
+    /// A change token from the end of each complete pass, sent on the next run.
+    ChangeToken {
+        /// Where a page carries the next token.
+        token: JsonPath,
+        /// Periodic full pass, if any.
+        full_refresh_every: Option<Duration>,
+    },
 }
 
 impl Sync {
@@ -500,7 +507,7 @@ impl Sync {
     pub fn safety_lag(&self) -> Duration {
         match self {
             Sync::Incremental { safety_lag, .. } => *safety_lag,
-            Sync::FullRefresh { .. } => defaults::SAFETY_LAG,
+            Sync::FullRefresh { .. } | Sync::ChangeToken { .. } => defaults::SAFETY_LAG,
         }
     }
 
@@ -510,7 +517,7 @@ impl Sync {
             Sync::Incremental {
                 future_tolerance, ..
             } => *future_tolerance,
-            Sync::FullRefresh { .. } => defaults::FUTURE_TOLERANCE,
+            Sync::FullRefresh { .. } | Sync::ChangeToken { .. } => defaults::FUTURE_TOLERANCE,
         }
     }
 }

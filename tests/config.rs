@@ -500,7 +500,10 @@ fn repository_connectors_render_their_requests() {
             "username": "u", "password": "p", "login_email": "e", "login_password": "p",
             "consumer_key": "ck", "consumer_secret": "cs"
         });
-        for since in [Value::Null, json!("2024-05-01T10:00:00Z")] {
+        for (since, change_token) in [
+            (Value::Null, Value::Null),
+            (json!("2024-05-01T10:00:00Z"), json!("t1")),
+        ] {
             let ctx = json!({
                 "credentials": credentials,
                 "settings": settings,
@@ -508,6 +511,7 @@ fn repository_connectors_render_their_requests() {
                 "token": {"access_token": "a", "instance_url": "https://x.my.salesforce.com",
                           "api_domain": "https://acme.pipedrive.com", "session": "s"},
                 "since": since,
+                "change_token": change_token,
                 "page": 1, "offset": 0, "cursor": null, "page_size": connector.page_size_default,
                 "keyset": {"updated": null, "id": null},
                 "now": "2024-05-02T00:00:00Z"

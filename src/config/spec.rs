@@ -928,7 +928,24 @@ tagged_enum! {
         "incremental" => Incremental(IncrementalSpec),
         /// The service cannot filter by update time: fetch everything every `every`.
         "full_refresh" => FullRefresh(FullRefreshSpec),
+        /// The service hands out a change token at the end of a complete listing (Google
+        /// People `nextSyncToken`, Microsoft Graph `@odata.deltaLink`): it is stored, and
+        /// the next run sends it as `{{change_token}}` to receive only what changed since,
+        /// deletions included. A token the service no longer accepts (an `error_rules`
+        /// entry with `action: restart_pass`) is dropped and a full pass reads everything.
+        "change_token" => ChangeToken(ChangeTokenSpec),
     }
+}
+
+/// `mode: change_token`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct ChangeTokenSpec {
+    /// JSONPath of the next change token in a page (the last page of a pass carries it).
+    pub token: String,
+    /// A full pass at this interval even while tokens work. Default: never.
+    #[serde(default)]
+    pub full_refresh_every: Option<IsoDuration>,
 }
 
 /// `mode: incremental`.

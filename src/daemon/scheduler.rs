@@ -1160,7 +1160,10 @@ impl Scheduler {
                     // A new interval counts from the last run, not from the old due time.
                     if interval_changed
                         && entry.due_reason == DueReason::Interval
-                        && matches!(importer.connector.sync, Sync::Incremental { .. })
+                        && matches!(
+                            importer.connector.sync,
+                            Sync::Incremental { .. } | Sync::ChangeToken { .. }
+                        )
                         && let Some(last) = entry.last_run_at
                     {
                         entry.next_due = (last
@@ -1276,7 +1279,7 @@ impl Scheduler {
                                 DueReason::Interval,
                             )
                         }
-                        Sync::Incremental { .. } => (
+                        Sync::Incremental { .. } | Sync::ChangeToken { .. } => (
                             started
                                 + std_to_chrono(importer.interval)
                                 + jitter(rng, importer.interval),

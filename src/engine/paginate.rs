@@ -62,6 +62,9 @@ pub struct PassPosition {
     /// from it: read already, they are dropped when the new query returns them again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub boundary: Vec<Value>,
+    /// The change token this pass sends (`sync.mode: change_token`; `None`: a full pass).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_token: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -191,6 +194,10 @@ pub struct Paginator<'a> {
     seen_keysets: HashSet<blake3::Hash>,
     /// How `since` is written; `None` for a connector that never sends one.
     since: Option<SinceQuery<'a>>,
+    /// The connector sends a change token (`{{change_token}}`).
+    token_mode: bool,
+    /// A restart dropped the pass's change token: the pass became a full one.
+    token_dropped: bool,
 }
 
 impl<'a> Paginator<'a> {
@@ -226,7 +233,24 @@ impl<'a> Paginator<'a> {
             seen: HashSet::new(),
             seen_keysets: HashSet::new(),
             since,
+            token_mode: false,
+            token_dropped: false,
         }
+    }
+
+    /// A pass of a change-token connector: a new pass sends `token` (`None`: a full
+    /// pass); a resumed one the token saved in its position.
+    pub fn with_change_token(mut self, token: Option<String>) -> Self {
+        self.token_mode = true;
+        if token.is_some() {
+            self.pos.change_token = token;
+        }
+        self
+    }
+
+    /// Whether a restart dropped the pass's change token (the service refused it).
+    pub fn token_dropped(&self) -> bool {
+        self.token_dropped
     }
 
     /// Starts the pass again from its first page, forgetting every token seen: the
@@ -234,6 +258,10 @@ impl<'a> Paginator<'a> {
     /// query keeps its `since`: everything before it was read.
     pub fn restart(&mut self) {
         let since = self.pos.since;
+        let (token_mode, dropped) = (self.token_mode, self.token_dropped);
+        // A change token the service refuses (expired) cannot be sent again: the pass
+        // starts over as a full one.
+        let dropped = dropped || (token_mode && self.pos.change_token.is_some());
         *self = Paginator::new(
             self.style,
             self.page_size,
@@ -242,6 +270,8 @@ impl<'a> Paginator<'a> {
             self.since.clone(),
             since,
         );
+        self.token_mode = token_mode;
+        self.token_dropped = dropped;
     }
 
     /// Whether safe paging re-queries this pass: the run then gathers what
@@ -310,6 +340,9 @@ impl<'a> Paginator<'a> {
         vars.insert("keyset".into(), keyset);
         if self.since.is_some() {
             vars.insert("since".into(), self.since_value());
+        }
+        if self.token_mode {
+            vars.insert("change_token".into(), json!(self.pos.change_token));
         }
         vars
     }

@@ -25,7 +25,8 @@ use serde_json::{Map, Value};
 
 use crate::jsonpath::{JsonPath, Rest};
 use crate::plan::{
-    Connector, CustomField, Fields, PageCommon, Pagination, Predicate, Subscription, Timestamp,
+    Connector, CustomField, Fields, PageCommon, Pagination, Predicate, Subscription, Sync,
+    Timestamp,
 };
 
 /// The first keys that `Value`'s own deserialization treats specially (serde_json's
@@ -138,7 +139,7 @@ fn record_paths(connector: &Connector) -> Vec<&JsonPath> {
         custom_fields,
         subscription,
         deleted,
-        sync: _,
+        sync,
         filters: _,
         settings: _,
         fingerprint: _,
@@ -173,6 +174,14 @@ fn record_paths(connector: &Connector) -> Vec<&JsonPath> {
     }) = updated_at
     {
         paths.extend(updated);
+    }
+    // The tie-breaker a keyset or a safe-paging re-query reads from each record.
+    if let Sync::Incremental {
+        tie_breaker: Some(tie),
+        ..
+    } = sync
+    {
+        paths.push(tie);
     }
     for CustomField {
         def: _,

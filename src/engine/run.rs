@@ -663,7 +663,12 @@ impl Run {
                 || self.options.full_refresh
                 || match &connector.sync {
                     Sync::FullRefresh { .. } => true,
+                    // Without a token from a complete pass, only a full pass can start.
+                    Sync::ChangeToken { .. } if checkpoint.change_token.is_none() => true,
                     Sync::Incremental {
+                        full_refresh_every, ..
+                    }
+                    | Sync::ChangeToken {
                         full_refresh_every, ..
                     } => full_refresh_every.is_some_and(|every| {
                         checkpoint
@@ -673,11 +678,14 @@ impl Run {
                 };
             checkpoint.position = None;
             checkpoint.pass_high_water = None;
-            checkpoint.full_refresh = full || checkpoint.watermark.is_none();
+            // An incremental pass needs a watermark; a change-token pass, a token.
+            checkpoint.full_refresh = full
+                || (checkpoint.watermark.is_none()
+                    && !matches!(connector.sync, Sync::ChangeToken { .. }));
             checkpoint.pass_started_at = Some(now);
         }
         checkpoint.fingerprint = Some(importer.fingerprint.clone());
-        let pass = if never_full && checkpoint.full_refresh {
+        let mut pass = if never_full && checkpoint.full_refresh {
             PassKind::First
         } else if checkpoint.full_refresh {
             PassKind::FullRefresh
@@ -719,7 +727,7 @@ impl Run {
                 requery: connector.sync.sorted_by_update()
                     && connector.pagination.shifts_with_changes(),
             }),
-            Sync::FullRefresh { .. } => None,
+            Sync::FullRefresh { .. } | Sync::ChangeToken { .. } => None,
         };
         let pass_started = checkpoint.pass_started_at.unwrap_or(now);
         let safety_lag = chrono::Duration::from_std(connector.sync.safety_lag())
@@ -767,6 +775,20 @@ impl Run {
             pass_since,
         );
         client.set("since", paginator.since_value());
+        client.set("change_token", Value::Null);
+        let token_path = match &connector.sync {
+            Sync::ChangeToken { token, .. } => {
+                let token_now = (!resumed && !checkpoint.full_refresh)
+                    .then(|| checkpoint.change_token.clone())
+                    .flatten();
+                paginator = paginator.with_change_token(token_now);
+                Some(token)
+            }
+            _ => None,
+        };
+        // The change token a page of this run carried (the last page of a pass does).
+        let mut next_token: Option<String> = None;
+        let mut token_dropped = false;
         let readd = matches!(
             connector.pagination,
             Pagination::NextUrl {
@@ -815,6 +837,22 @@ impl Run {
                 }
             };
             self.timing.fetch += fetch_started.elapsed();
+            if paginator.token_dropped() && !token_dropped {
+                token_dropped = true;
+                tracing::warn!(importer = %importer.id, "The service refused the change token (expired); a full pass reads everything again.");
+                checkpoint.full_refresh = true;
+                checkpoint.change_token = None;
+                pass = PassKind::FullRefresh;
+                self.pass = pass;
+                self.pass_restarted =
+                    Some("the change token was refused (expired): full pass".into());
+            }
+            if let (Some(path), Some(body)) = (token_path, body.as_ref())
+                && let Some(token) = path.first(body).and_then(|t| t.as_str())
+                && !token.is_empty()
+            {
+                next_token = Some(token.to_string());
+            }
             let map_started = Instant::now();
             let counted_before = self.counts.clone();
             if self.options.dry_run {
@@ -979,6 +1017,12 @@ impl Run {
                     );
                     if checkpoint.full_refresh {
                         checkpoint.last_full_refresh = checkpoint.pass_started_at;
+                    }
+                    if token_path.is_some() {
+                        if next_token.is_none() {
+                            tracing::warn!(importer = %importer.id, "The pass ended without a change token; the next pass reads everything.");
+                        }
+                        checkpoint.change_token = next_token.take();
                     }
                     checkpoint.position = None;
                     checkpoint.pass_high_water = None;

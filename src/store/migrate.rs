@@ -62,6 +62,11 @@ const SQLITE: &[Embedded] = &[
         "nodes",
         include_str!("../../migrations/sqlite/0005_nodes.sql"),
     ),
+    (
+        6,
+        "change token",
+        include_str!("../../migrations/sqlite/0006_change_token.sql"),
+    ),
 ];
 
 /// PostgreSQL migrations.
@@ -90,6 +95,11 @@ const POSTGRES: &[Embedded] = &[
         5,
         "nodes",
         include_str!("../../migrations/postgres/0005_nodes.sql"),
+    ),
+    (
+        6,
+        "change token",
+        include_str!("../../migrations/postgres/0006_change_token.sql"),
     ),
 ];
 

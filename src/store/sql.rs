@@ -929,15 +929,15 @@ impl<D: Dialect> SqlStore<D> {
             self.q(
                 "INSERT INTO importer_state (importer, watermark, position, pass_high_water,
                      fingerprint, full_refresh, pass_started_at, last_full_refresh, phase,
-                     updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                     updated_at, change_token)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                  ON CONFLICT (importer) DO UPDATE SET
                      watermark = excluded.watermark, position = excluded.position,
                      pass_high_water = excluded.pass_high_water,
                      fingerprint = excluded.fingerprint, full_refresh = excluded.full_refresh,
                      pass_started_at = excluded.pass_started_at,
                      last_full_refresh = excluded.last_full_refresh, phase = excluded.phase,
-                     updated_at = excluded.updated_at",
+                     updated_at = excluded.updated_at, change_token = excluded.change_token",
             )
             .bind(importer)
             .bind(checkpoint.watermark)
@@ -948,7 +948,8 @@ impl<D: Dialect> SqlStore<D> {
             .bind(checkpoint.pass_started_at)
             .bind(checkpoint.last_full_refresh)
             .bind(phase_of(checkpoint))
-            .bind(now),
+            .bind(now)
+            .bind(checkpoint.change_token.as_deref()),
         )
         .await?;
         Ok(())
@@ -1050,7 +1051,7 @@ macro_rules! select_state {
     () => {
         "SELECT importer, watermark, position, pass_high_water, fingerprint, full_refresh,
             pass_started_at, last_full_refresh, last_run_at, next_run_at, last_error,
-            needs_new_credentials
+            needs_new_credentials, change_token
          FROM importer_state "
     };
 }
@@ -1066,6 +1067,7 @@ fn state_from_row(row: &impl RowGet) -> StoreResult<ImporterState> {
             full_refresh: row.flag(5)?,
             pass_started_at: row.opt_time(6)?,
             last_full_refresh: row.opt_time(7)?,
+            change_token: row.opt_text(12)?,
         },
         last_run_at: row.opt_time(8)?,
         next_run_at: row.opt_time(9)?,

@@ -5,6 +5,7 @@
 mod auth;
 mod backoff;
 mod bad_data;
+mod change_token;
 mod cli;
 mod crash;
 mod error_rules;

@@ -16,8 +16,8 @@ use crate::config::compile::{auth, error_rules, fields, pagination};
 use crate::config::diagnostic::Diagnostic;
 use crate::config::read::SourceFile;
 use crate::config::spec::{
-    ConnectorSpec, ContactsSpec, FilterApplySpec, FilterSpec, FullRefreshSpec, IncrementalSpec,
-    RateLimitSpec, RecordsAbsent, SettingSpec, SyncSpec, TimeoutsSpec,
+    ChangeTokenSpec, ConnectorSpec, ContactsSpec, FilterApplySpec, FilterSpec, FullRefreshSpec,
+    IncrementalSpec, RateLimitSpec, RecordsAbsent, SettingSpec, SyncSpec, TimeoutsSpec,
 };
 use crate::plan::{
     Connector, Filter, FilterApply, FilterOp, FilterValueType, Pagination, PassOrder, RateLimit,
@@ -419,6 +419,39 @@ fn sync(cx: &mut TemplateCx, spec: &ConnectorSpec, pagination: Option<&Paginatio
                 cx.file.error("sync.every", "must be at least PT1M");
             }
             Sync::FullRefresh { every }
+        }
+        SyncSpec::ChangeToken(ChangeTokenSpec {
+            token,
+            full_refresh_every,
+        }) => {
+            if request_vars.contains("since") {
+                cx.file.error(
+                    "sync",
+                    "`{{since}}` is never set in `mode: change_token`; send `{{change_token}}`",
+                );
+            }
+            if !request_vars.contains("change_token") && cx.broken_templates == 0 {
+                cx.file.error(
+                    "sync",
+                    "a change-token connector must send `{{change_token}}` somewhere in \
+                     contacts.request (it renders empty on a full pass)",
+                );
+            }
+            let token = cx.path("sync.token", token);
+            let full_refresh_every = full_refresh_every.as_ref().map(|d| d.get());
+            if full_refresh_every.is_some_and(|d| d < defaults::MIN_INTERVAL) {
+                cx.file
+                    .error("sync.full_refresh_every", "must be at least PT1M");
+            }
+            match token {
+                Some(token) => Sync::ChangeToken {
+                    token,
+                    full_refresh_every,
+                },
+                None => Sync::FullRefresh {
+                    every: defaults::FULL_REFRESH_EVERY,
+                },
+            }
         }
     }
 }

@@ -23,7 +23,15 @@ use crate::plan::{Body, HttpMethod, Request};
 use crate::template::{JsonTemplate, Template};
 
 /// The scalar variables of the template context.
-pub const CONTEXT_SCALARS: &[&str] = &["since", "page", "offset", "cursor", "page_size", "now"];
+pub const CONTEXT_SCALARS: &[&str] = &[
+    "since",
+    "change_token",
+    "page",
+    "offset",
+    "cursor",
+    "page_size",
+    "now",
+];
 
 /// Checks template variables against the documented context of one connector.
 pub struct ContextRules<'a> {
@@ -35,8 +43,8 @@ pub struct ContextRules<'a> {
 impl ContextRules<'_> {
     fn check(&self, variable: &str) -> Result<(), String> {
         let parts: Vec<&str> = variable.split('.').collect();
-        let known = "the context has credentials.*, settings.*, filters.*, token.*, since, page, \
-                     offset, cursor, page_size, keyset.updated, keyset.id, now";
+        let known = "the context has credentials.*, settings.*, filters.*, token.*, since, \
+                     change_token, page, offset, cursor, page_size, keyset.updated, keyset.id, now";
         match parts[0] {
             "credentials" => {
                 if parts.len() < 2 {
@@ -107,6 +115,7 @@ impl ContextRules<'_> {
                     "token",
                     "keyset",
                     "since",
+                    "change_token",
                     "page",
                     "offset",
                     "cursor",
