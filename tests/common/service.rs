@@ -373,6 +373,10 @@ pub struct PageInfo {
     pub page: usize,
     /// Position of the page's first record in the whole result.
     pub start: usize,
+    /// The request's parameters (for a next link that repeats them).
+    pub query: Query,
+    /// `http://host` the request was sent to (for absolute next links).
+    pub origin: String,
     /// Page size used.
     pub limit: usize,
 }
@@ -889,6 +893,14 @@ async fn serve(
         total_pages: total.div_ceil(limit),
         page: start / limit + 1,
         start,
+        query: query.clone(),
+        origin: format!(
+            "http://{}",
+            headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("127.0.0.1")
+        ),
         limit,
     };
     let (info_total, info_pages) = (info.total, info.total_pages);
