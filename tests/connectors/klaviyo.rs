@@ -35,7 +35,10 @@ async fn profiles_consent_and_suppression_a_pending_one_confirming_and_an_increm
     assert_eq!(requests.len(), 4);
     for r in &requests {
         assert_eq!(r.path, "/api/profiles");
-        assert_eq!(r.header("authorization"), Some(format!("Klaviyo-API-Key {KEY}").as_str()));
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Klaviyo-API-Key {KEY}").as_str())
+        );
         assert_eq!(r.header("revision"), Some(REVISION));
         assert_eq!(r.q("sort"), Some("updated"));
         assert_eq!(r.q("additional-fields[profile]"), Some("subscriptions"));
@@ -76,7 +79,10 @@ async fn profiles_consent_and_suppression_a_pending_one_confirming_and_an_increm
     assert_eq!((c.updated, c.created), (2, 0), "{c:?}");
     let requests = fake.requests();
     let filter = requests[0].q("filter").unwrap();
-    assert!(filter.starts_with("greater-than(updated,2024-05-01T14:09:59"), "{filter}");
+    assert!(
+        filter.starts_with("greater-than(updated,2024-05-01T14:09:59"),
+        "{filter}"
+    );
     let all = env.all_contacts().await;
     assert_eq!(
         membership(contact(&all, "person7@example.com"), "Klaviyo"),

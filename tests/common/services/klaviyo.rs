@@ -18,8 +18,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::common::service::{
-    Auth, Canned, Consent, Contact, PageInfo, Paging, Protocol, Query, Service, Throttle,
-    by_update,
+    Auth, Canned, Consent, Contact, PageInfo, Paging, Protocol, Query, Service, Throttle, by_update,
 };
 
 /// The API revision the connector pins.
@@ -95,9 +94,25 @@ pub fn service(key: &str) -> Service {
         name: "klaviyo",
         path: "/api/profiles".into(),
         auth: Auth::Header("authorization", format!("Klaviyo-API-Key {key}")),
-        denied: errors(401, "not_authenticated", "Authentication credentials were not provided."),
-        params: vec!["sort", "additional-fields[profile]", "fields[profile]", "filter", "revision"],
-        bad_param: |name| errors(400, "invalid", &format!("'{name}' is not a valid field for the resource 'profile'.")),
+        denied: errors(
+            401,
+            "not_authenticated",
+            "Authentication credentials were not provided.",
+        ),
+        params: vec![
+            "sort",
+            "additional-fields[profile]",
+            "fields[profile]",
+            "filter",
+            "revision",
+        ],
+        bad_param: |name| {
+            errors(
+                400,
+                "invalid",
+                &format!("'{name}' is not a valid field for the resource 'profile'."),
+            )
+        },
         paging: Paging::Cursor {
             limit: "page[size]",
             cursor: "page[cursor]",
@@ -132,8 +147,12 @@ pub fn service(key: &str) -> Service {
             header_params: vec![("revision", "revision")],
             throttle: Some(Throttle {
                 every: 3,
-                refusal: errors(429, "throttled", "Request was throttled. Expected available in 1 second.")
-                    .with_header("retry-after", "1"),
+                refusal: errors(
+                    429,
+                    "throttled",
+                    "Request was throttled. Expected available in 1 second.",
+                )
+                .with_header("retry-after", "1"),
                 headers: |left| vec![("ratelimit-remaining", left.to_string())],
             }),
             ..Protocol::default()
