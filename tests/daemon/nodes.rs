@@ -252,15 +252,29 @@ async fn two_nodes_share_importers_and_take_over_a_dead_or_paused_nodes_work() {
     }
 
     // Node A runs again; it is killed in the middle of a run.
-    let status_a: Value = a
-        .until("node A to run again, a few pages in", |s| {
-            s["importers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|i| i["phase"] == "running" && i["progress"]["pages"].as_u64() >= Some(2))
-        })
-        .await;
+    // (a run of the paused one may still be ending: only a run holding a live lease counts)
+    let status_a: Value = loop {
+        let held: Vec<String> = held_by(&mut admin, &schema, "node-a")
+            .await
+            .into_iter()
+            .map(|(id, ..)| id)
+            .collect();
+        let status = a.status().await;
+        let running = status["importers"].as_array().unwrap().iter().any(|i| {
+            i["phase"] == "running"
+                && i["progress"]["pages"].as_u64() >= Some(2)
+                && held.iter().any(|id| i["importer"] == id.as_str())
+        });
+        if running {
+            break status;
+        }
+        assert!(
+            Utc::now() - paused_at < chrono::Duration::seconds(90),
+            "node A did not run again: {status:#}\n{}",
+            a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     a.child.start_kill().unwrap();
     let killed_at = Utc::now();
     a.wait_exit(Duration::from_secs(10)).await;
