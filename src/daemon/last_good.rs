@@ -141,28 +141,32 @@ impl Keeper {
     /// runs, by path) and forgets the files that no longer exist. A failure is logged:
     /// what runs now is not affected, only what a restart could fall back to.
     pub async fn persist(&mut self, store: &dyn Store, running: &BTreeMap<PathBuf, String>) {
-        let mut batch = Vec::new();
-        for (path, hash) in running {
-            let key = key(path);
-            if self.saved.get(&key) == Some(hash) {
-                continue;
-            }
-            // Read again: keep it only if it is still the content that was compiled.
-            let Ok(text) = std::fs::read_to_string(path) else {
-                continue;
-            };
-            if sha256_hex(text.as_bytes()) != *hash {
-                continue;
-            }
-            batch.push(ConfigFileText {
-                path: key,
-                sha256: hash.clone(),
-                text,
-            });
-            if batch.len() == SAVE_BATCH {
-                self.save(store, std::mem::take(&mut batch), Vec::new())
-                    .await;
-            }
+        let stale: Vec<(PathBuf, String)> = running
+            .iter()
+            .filter(|(path, hash)| self.saved.get(&key(path)) != Some(*hash))
+            .map(|(path, hash)| (path.clone(), hash.clone()))
+            .collect();
+        for chunk in stale.chunks(SAVE_BATCH) {
+            // Files are read on a blocking thread: at the first start of a large
+            // deployment they are thousands, and the runtime's two workers serve `/healthz`.
+            let chunk = chunk.to_vec();
+            let batch = tokio::task::spawn_blocking(move || {
+                chunk
+                    .into_iter()
+                    .filter_map(|(path, hash)| {
+                        // Kept only if it is still the content that was compiled.
+                        let text = std::fs::read_to_string(&path).ok()?;
+                        (sha256_hex(text.as_bytes()) == hash).then(|| ConfigFileText {
+                            path: key(&path),
+                            sha256: hash,
+                            text,
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            self.save(store, batch, Vec::new()).await;
         }
         let forget: Vec<String> = self
             .saved
@@ -170,7 +174,7 @@ impl Keeper {
             .filter(|k| !running.contains_key(Path::new(k)) && !Path::new(k).exists())
             .cloned()
             .collect();
-        self.save(store, batch, forget).await;
+        self.save(store, Vec::new(), forget).await;
     }
 
     async fn save(&mut self, store: &dyn Store, save: Vec<ConfigFileText>, forget: Vec<String>) {
