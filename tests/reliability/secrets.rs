@@ -76,6 +76,7 @@ use serde_json::{Value, json};
 
 use crate::common::fake::FakeService;
 use crate::common::sync_env::SyncEnv;
+use crate::sync::redirects::paged_connector;
 
 const QUERY_KEY: &str = "qK-Secret-4471aa";
 const BEARER: &str = "bR-Secret-8812bb";
@@ -141,33 +142,6 @@ const WORKING: [(&str, &str); 5] = [
     refresh_token: "{{credentials.secret}}""#,
     ),
 ];
-
-fn secret_connector(auth: &str, path: &str) -> String {
-    let auth = if auth.starts_with('\n') {
-        auth.to_string()
-    } else {
-        format!(" {auth}")
-    };
-    format!(
-        r#"
-spec_version: 1
-base_url: "{{{{settings.base}}}}"
-settings:
-  base: {{}}
-auth:{auth}
-contacts:
-  request:
-    path: {path}
-    query: {{page: "{{{{page}}}}"}}
-  pagination: {{type: page_number, stop: [empty_page]}}
-  records: $.data[*]
-  fields:
-    email: $.email
-sync:
-  mode: full_refresh
-"#
-    )
-}
 
 #[derive(Clone)]
 struct Home {
@@ -316,7 +290,7 @@ async fn no_secret_reaches_a_log_status_metric_table_or_another_origin() {
         )
     };
     for (id, auth) in WORKING {
-        env.connector(id, &secret_connector(auth, "/people"));
+        env.connector(id, &paged_connector(auth, "/people"));
         let extra = if id == "oauth" {
             format!("  client_secret: {}\n", env.secret("client", CLIENT_SECRET))
         } else {
@@ -326,7 +300,7 @@ async fn no_secret_reaches_a_log_status_metric_table_or_another_origin() {
     }
     env.connector(
         "failing",
-        &secret_connector(
+        &paged_connector(
             r#"{key: {type: api_key, in: header, name: x-api-token, value: "{{credentials.secret}}"}}"#,
             "/failing/people",
         ),
@@ -334,7 +308,7 @@ async fn no_secret_reaches_a_log_status_metric_table_or_another_origin() {
     env.importer("failing", &importer("failing", ""));
     env.connector(
         "redirected",
-        &secret_connector(
+        &paged_connector(
             r#"{key: {type: api_key, in: query, name: api_token, value: "{{credentials.secret}}"}}"#,
             "/redirect/people",
         ),

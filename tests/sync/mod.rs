@@ -14,7 +14,7 @@ mod incremental;
 mod oauth;
 mod passes;
 mod ratelimit;
-mod redirects;
+pub(crate) mod redirects;
 mod runs;
 mod styles;
 

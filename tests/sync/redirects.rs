@@ -110,7 +110,12 @@ impl Placement {
 }
 
 fn connector(placement: Placement, path: &str) -> String {
-    let auth = placement.auth();
+    paged_connector(placement.auth(), path)
+}
+
+/// A full-refresh connector paged by page number over `path`, with `auth` (a flow mapping
+/// or an indented block) as its auth section: the secrets test reuses it.
+pub(crate) fn paged_connector(auth: &str, path: &str) -> String {
     let auth = if auth.starts_with('\n') {
         auth.to_string()
     } else {
