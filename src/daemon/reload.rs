@@ -179,8 +179,15 @@ impl Reloader {
     /// Reads the tree again and applies what changed; `None` when nothing changed (or
     /// `tributary.yaml` is broken and nothing was applied).
     pub async fn reload(&mut self, trigger: &str) -> Option<ReloadSummary> {
-        let tree = tree_files(&self.daemon);
-        let hash = tree_hash(&self.config_path, &tree);
+        // Reading, hashing and compiling thousands of files is blocking work: done on a
+        // blocking thread, so the runtime's workers keep serving `/healthz` and the runs.
+        let (daemon, config_path) = (self.daemon.clone(), self.config_path.clone());
+        let (tree, hash) = off_the_runtime("reading the config tree", move || {
+            let tree = tree_files(&daemon);
+            let hash = tree_hash(&config_path, &tree);
+            (tree, hash)
+        })
+        .await?;
         if hash == self.tree_hash {
             tracing::debug!(trigger, "Configuration unchanged.");
             return None;
@@ -197,7 +204,12 @@ impl Reloader {
         if let Some(message) = &restart_needed {
             tracing::warn!("{message}");
         }
-        let loaded = match app::load_tolerant(&self.config_path) {
+        let config_path = self.config_path.clone();
+        let loaded = off_the_runtime("compiling the configuration", move || {
+            app::load_tolerant(&config_path)
+        })
+        .await?;
+        let loaded = match loaded {
             Ok(loaded) => loaded,
             Err(diagnostics) => {
                 // `tributary.yaml` itself is broken: nothing is applied.
@@ -276,7 +288,6 @@ impl Reloader {
         }
         self.running = next;
         self.running_files = files;
-        self.keep_last_good().await;
         let result = format!(
             "{} added, {} changed, {} removed, {} unchanged; {} broken file(s){}",
             summary.added.len(),
@@ -290,24 +301,28 @@ impl Reloader {
         for d in loaded.diagnostics.iter().filter(|d| d.is_error()) {
             tracing::error!(file = %d.file.display(), "{d}");
         }
-        let mut state = self.shared.write().expect("config lock");
-        state.view.generation += 1;
-        state.view.loaded_at = Utc::now();
-        state.view.trigger = trigger.into();
-        state.view.result = result;
-        state.view.restart_needed = restart_needed;
-        state.view.files = relative_names(&self.daemon, &self.running_files);
-        state.view.errors = error_lines(&loaded.diagnostics);
-        crate::metrics::config_loaded(
-            state.view.generation,
-            broken_file_count(&loaded.diagnostics),
-        );
-        crate::metrics::reload(if state.view.errors.is_empty() {
-            "applied"
-        } else {
-            "applied_with_errors"
-        });
-        state.diagnostics = loaded.diagnostics;
+        {
+            let mut state = self.shared.write().expect("config lock");
+            state.view.generation += 1;
+            state.view.loaded_at = Utc::now();
+            state.view.trigger = trigger.into();
+            state.view.result = result;
+            state.view.restart_needed = restart_needed;
+            state.view.files = relative_names(&self.daemon, &self.running_files);
+            state.view.errors = error_lines(&loaded.diagnostics);
+            crate::metrics::config_loaded(
+                state.view.generation,
+                broken_file_count(&loaded.diagnostics),
+            );
+            crate::metrics::reload(if state.view.errors.is_empty() {
+                "applied"
+            } else {
+                "applied_with_errors"
+            });
+            state.diagnostics = loaded.diagnostics;
+        }
+        // After `/status` shows the reload: saving what runs does not change it.
+        self.keep_last_good().await;
         Some(summary)
     }
 }
@@ -363,10 +378,11 @@ impl Watcher {
             move |result: notify_debouncer_full::DebounceEventResult| match result {
                 Ok(events) => {
                     let set = filter.read().expect("watch set lock");
-                    if events
-                        .iter()
-                        .any(|e| e.event.need_rescan() || e.paths.iter().any(|p| set.matters(p)))
-                    {
+                    if events.iter().any(|e| {
+                        e.event.need_rescan()
+                            || (changes_content(&e.event.kind)
+                                && e.paths.iter().any(|p| set.matters(p)))
+                    }) {
                         let _ = trigger.send("files");
                     }
                 }
@@ -420,6 +436,28 @@ impl Watcher {
         }
         true
     }
+}
+
+/// Runs blocking work on tokio's blocking pool. `None` (logged) if it panicked: the
+/// reload is dropped and everything runs as before; the next trigger tries again.
+async fn off_the_runtime<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => Some(value),
+        Err(e) => {
+            tracing::error!(error = %e, "Reload failed while {what}; everything runs as before.");
+            None
+        }
+    }
+}
+
+/// Whether an event can change what a file holds. Reads are not: notify reports every
+/// open and close of a watched file (`Access`), and a reload reads every file of the tree,
+/// so a reload woken by reads would wake the next one, for ever.
+fn changes_content(kind: &notify::EventKind) -> bool {
+    !matches!(kind, notify::EventKind::Access(_))
 }
 
 /// ", last good version kept for a, b", or nothing.

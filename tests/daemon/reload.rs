@@ -894,3 +894,45 @@ async fn a_broken_file_runs_its_last_good_version_across_a_restart() {
         fixed_hash.as_str()
     );
 }
+
+/// Reading the watched files wakes no reload: notify reports every open and close, and a
+/// reload reads every file of the tree, so a reload woken by reads would wake the next one
+/// for ever (seen at 10,000 importers: one worker re-reading the tree non-stop and
+/// `/healthz` waiting 29 s). A write still wakes one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_the_watched_files_wakes_no_reload() {
+    use tributary::daemon::reload::{DEBOUNCE, WatchSet, Watcher};
+
+    let dir = tempfile::tempdir().unwrap();
+    let importers = dir.path().join("importers.d");
+    std::fs::create_dir(&importers).unwrap();
+    let files: Vec<_> = (0..20)
+        .map(|i| {
+            let path = importers.join(format!("imp-{i:02}.yaml"));
+            std::fs::write(&path, format!("connector: crm\nlist: L{i}\n")).unwrap();
+            path
+        })
+        .collect();
+    let mut set = WatchSet::default();
+    set.directories.insert(importers.clone());
+    set.entries_of.insert(importers.clone());
+    let (trigger, mut triggered) = tokio::sync::mpsc::unbounded_channel();
+    let _watcher = Watcher::start(set, trigger).unwrap();
+    tokio::time::sleep(DEBOUNCE * 3).await;
+    while triggered.try_recv().is_ok() {}
+
+    for _ in 0..5 {
+        for path in &files {
+            let _ = std::fs::read_to_string(path).unwrap();
+        }
+    }
+    tokio::time::sleep(DEBOUNCE * 4).await;
+    assert!(
+        triggered.try_recv().is_err(),
+        "reading the files woke a reload"
+    );
+
+    std::fs::write(&files[3], "connector: crm\nlist: changed\n").unwrap();
+    let woke = tokio::time::timeout(Duration::from_secs(10), triggered.recv()).await;
+    assert_eq!(woke.ok().flatten(), Some("files"), "a write woke no reload");
+}
