@@ -11,6 +11,7 @@ mod google_people;
 mod heap;
 mod hubspot;
 mod hubspot_search;
+mod intercom;
 mod klaviyo;
 mod mailchimp;
 mod nimble;

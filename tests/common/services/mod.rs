@@ -9,6 +9,7 @@ pub mod bigcommerce_v2;
 pub mod google_people;
 pub mod heap;
 pub mod hubspot;
+pub mod intercom;
 pub mod klaviyo;
 pub mod mailchimp;
 pub mod nimble;
