@@ -210,6 +210,7 @@ fn every_repository_connector_and_importer_validates() {
         [
             ("batchbook.yaml".to_string(), "sync.order".to_string()),
             ("bigcommerce-v2.yaml".into(), "sync.order".into()),
+            ("keap.yaml".into(), "sync.order".into()),
             ("nimble.yaml".into(), "sync.order".into()),
             ("shopify.yaml".into(), "sync.order".into()),
         ],

@@ -498,6 +498,10 @@ pub type Query = BTreeMap<String, String>;
 pub enum Grant {
     /// `refresh_token` (RFC 6749 §6), form body, this refresh token.
     RefreshToken(String),
+    /// `refresh_token` where every refresh answers a new refresh token and retires the
+    /// one used (Keap: "securing tokens by requiring rotation"): only the current one
+    /// of these generations is accepted.
+    RotatingRefreshToken(Tokens),
     /// `client_credentials` (RFC 6749 §4.4), form body, the client's own id and secret.
     ClientCredentials,
     /// `password` with a JSON body (SugarCRM's login: `username`, `password`, `platform`,
@@ -617,7 +621,7 @@ async fn serve(
         && method == Method::POST
         && uri.path() == token.path
     {
-        return grant(token, &body);
+        return grant(token, &headers, &body);
     }
     let locator = match &service.paging {
         Paging::QueryLocator { .. } => uri
@@ -992,9 +996,9 @@ fn fxhash(text: &str) -> u64 {
 }
 
 /// The token endpoint: the grant's form (or JSON) must carry the grant type, what the
-/// grant needs and the client's id and secret (client authentication in the body, RFC
-/// 6749 §2.3.1).
-fn grant(token: &TokenEndpoint, body: &[u8]) -> Response {
+/// grant needs and the client's id and secret, in the body or as HTTP Basic (RFC 6749
+/// §2.3.1: both ways of client authentication; tests assert which one was sent).
+fn grant(token: &TokenEndpoint, headers: &HeaderMap, body: &[u8]) -> Response {
     let json: Option<BTreeMap<String, Value>> = serde_json::from_slice(body).ok();
     let is_json = json.is_some();
     let form: BTreeMap<String, String> = match json {
@@ -1010,6 +1014,10 @@ fn grant(token: &TokenEndpoint, body: &[u8]) -> Response {
             field("grant_type") == Some("refresh_token")
                 && field("refresh_token") == Some(refresh.as_str())
         }
+        Grant::RotatingRefreshToken(refresh) => {
+            field("grant_type") == Some("refresh_token")
+                && field("refresh_token") == Some(refresh.current().as_str())
+        }
         Grant::ClientCredentials => field("grant_type") == Some("client_credentials"),
         Grant::PasswordJson {
             username,
@@ -1023,10 +1031,20 @@ fn grant(token: &TokenEndpoint, body: &[u8]) -> Response {
                 && field("platform") == Some(platform.as_str())
         }
     };
-    if !granted
-        || field("client_id") != Some(token.client.0.as_str())
-        || field("client_secret") != Some(token.client.1.as_str())
-    {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.decode(b).ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok());
+    let client_in_body = field("client_id") == Some(token.client.0.as_str())
+        && field("client_secret") == Some(token.client.1.as_str());
+    let client_in_basic =
+        basic.as_deref() == Some(format!("{}:{}", token.client.0, token.client.1).as_str());
+    if !granted || !(client_in_body || client_in_basic) {
         return token.refused.clone().into_response();
     }
     let access = match &token.tokens {
@@ -1040,6 +1058,11 @@ fn grant(token: &TokenEndpoint, body: &[u8]) -> Response {
     });
     if let (Some(answer), Some(extra)) = (answer.as_object_mut(), token.extra.as_object()) {
         answer.extend(extra.clone());
+    }
+    if let Grant::RotatingRefreshToken(refresh) = &token.grant {
+        // The one used is retired; the answer carries its successor.
+        refresh.expire();
+        answer["refresh_token"] = Value::String(refresh.current());
     }
     axum::Json(answer).into_response()
 }

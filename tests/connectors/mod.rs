@@ -12,6 +12,7 @@ mod heap;
 mod hubspot;
 mod hubspot_search;
 mod intercom;
+mod keap;
 mod klaviyo;
 mod mailchimp;
 mod nimble;

@@ -10,6 +10,7 @@ pub mod google_people;
 pub mod heap;
 pub mod hubspot;
 pub mod intercom;
+pub mod keap;
 pub mod klaviyo;
 pub mod mailchimp;
 pub mod nimble;
