@@ -213,6 +213,7 @@ fn every_repository_connector_and_importer_validates() {
             ("keap.yaml".into(), "sync.order".into()),
             ("nimble.yaml".into(), "sync.order".into()),
             ("shopify.yaml".into(), "sync.order".into()),
+            ("tactile.yaml".into(), "sync.order".into()),
         ],
         "{}",
         render(&report.diagnostics)

@@ -24,6 +24,7 @@ mod salesforce_leads;
 mod shopify;
 mod stripe;
 mod sugarcrm;
+mod tactile;
 mod woocommerce;
 mod zoho;
 mod zoho_coql;

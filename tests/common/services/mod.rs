@@ -21,5 +21,6 @@ pub mod salesforce;
 pub mod shopify;
 pub mod stripe;
 pub mod sugarcrm;
+pub mod tactile;
 pub mod woocommerce;
 pub mod zoho;
