@@ -610,8 +610,9 @@ pub enum Auth {
         audience: Option<Template>,
         /// Client authentication at the token endpoint.
         client_auth: ClientAuth,
-        /// Scopes.
-        scopes: Vec<String>,
+        /// Scopes, templates over credentials and settings (a resource's scope names
+        /// the account's host: Dynamics 365's `https://<org>.crm.dynamics.com/.default`).
+        scopes: Vec<Template>,
         /// Whether each refresh returns a new refresh token.
         rotates_refresh_token: bool,
     },

@@ -424,7 +424,8 @@ pub struct Oauth2Spec {
     /// `basic`.
     #[serde(default)]
     pub client_auth: Option<ClientAuth>,
-    /// Scopes to request, if the service wants them on refresh.
+    /// Scopes to request, if the service wants them (templates: a resource's scope may
+    /// name the account's host, `https://{{settings.host}}/.default`).
     #[serde(default)]
     pub scopes: Vec<String>,
     /// Whether the service returns a new refresh token on every refresh (then it is

@@ -492,6 +492,19 @@ impl Client {
         Value::Object(ctx)
     }
 
+    /// The OAuth2 scopes, each rendered (a resource's scope may name the account's
+    /// host); one that renders empty is left out.
+    fn render_scopes(&self, scopes: &[Template], ctx: &Value) -> Result<Vec<String>, ClientError> {
+        let mut out = Vec::with_capacity(scopes.len());
+        for scope in scopes {
+            let text = self.render(scope, ctx, Escape::None, "oauth2.scopes")?;
+            if !text.is_empty() {
+                out.push(text);
+            }
+        }
+        Ok(out)
+    }
+
     fn render(
         &self,
         t: &Template,
@@ -1196,6 +1209,7 @@ impl Client {
         let ctx = self.auth_ctx();
         let base = self.render(authorize_url, &ctx, Escape::None, "oauth2.authorize_url")?;
         let id = self.render(client_id, &ctx, Escape::None, "oauth2.client_id")?;
+        let scopes = self.render_scopes(scopes, &ctx)?;
         let mut url = self.parse_url(&base)?;
         {
             let mut query = url.query_pairs_mut();
@@ -1359,6 +1373,7 @@ impl Client {
             private_key,
             subject,
             audience,
+            scopes,
             ..
         }) = importer.auth()
         else {
@@ -1366,6 +1381,14 @@ impl Client {
         };
         let ctx = self.auth_ctx();
         let url = self.render(token_url, &ctx, Escape::None, "oauth2.token_url")?;
+        // A scope that names the account's resource (Dynamics 365's org host) makes tokens
+        // of one client for two resources two accounts; literal scopes (every connector
+        // before templated scopes) leave the key as it was.
+        let resource = if scopes.iter().any(|s| !s.variables().is_empty()) {
+            self.render_scopes(scopes, &ctx)?.join(" ")
+        } else {
+            String::new()
+        };
         let id = self.render(client_id, &ctx, Escape::None, "oauth2.client_id")?;
         let secret = match client_secret {
             Some(t) => Some(self.render(t, &ctx, Escape::None, "oauth2.client_secret")?),
@@ -1413,7 +1436,18 @@ impl Client {
             .or(secret.as_deref())
             .or(jwt_identity.as_deref())
             .unwrap_or("");
-        let account = account_hash(&importer.connector.service, &url, &id, grant_name, identity);
+        let identity = if resource.is_empty() {
+            identity.to_string()
+        } else {
+            format!("{identity}\0{resource}")
+        };
+        let account = account_hash(
+            &importer.connector.service,
+            &url,
+            &id,
+            grant_name,
+            &identity,
+        );
         let key = format!("oauth2:account:{account}");
         let deadline = Instant::now() + TOKEN_WAIT;
         loop {
@@ -1558,6 +1592,7 @@ impl Client {
         else {
             return Ok(());
         };
+        let scopes = self.render_scopes(scopes, &self.auth_ctx())?;
         // The refresh token to use: the one the account last received (the service may
         // have rotated it), else one kept per importer by an older version (migrated
         // here), else the configured one.
@@ -1597,7 +1632,7 @@ impl Client {
             }
             _ => match jwt {
                 Some(jwt) => {
-                    let assertion = self.assertion(jwt, id, scopes)?;
+                    let assertion = self.assertion(jwt, id, &scopes)?;
                     vec![
                         ("grant_type".to_string(), JWT_BEARER.to_string()),
                         ("assertion".to_string(), assertion),

@@ -9,6 +9,7 @@ use crate::config::spec::{
     SessionSpec,
 };
 use crate::plan::{Auth, Oauth2Grant, defaults};
+use crate::template::Template;
 
 /// Why `token.*` cannot be used outside auth schemes, if it cannot: only a connector
 /// with an `oauth2` or `session` scheme has a token.
@@ -134,6 +135,21 @@ fn scheme(cx: &mut TemplateCx, key: &str, spec: &AuthSpec) -> Option<Auth> {
             let private_key = optional(cx, "private_key", private_key);
             let subject = optional(cx, "subject", subject);
             let audience = optional(cx, "audience", audience);
+            let scopes: Vec<Option<Template>> = scopes
+                .iter()
+                .enumerate()
+                .map(|(i, scope)| cx.template(&k(&format!("scopes[{i}]")), scope))
+                .collect();
+            for (i, scope) in scopes.iter().enumerate() {
+                if let Some(t) = scope
+                    && t.variables().iter().any(|v| v.starts_with("token."))
+                {
+                    cx.file.error(
+                        &k(&format!("scopes[{i}]")),
+                        "`token.*` comes from the token response and cannot be used to get it",
+                    );
+                }
+            }
             for (field, template) in [
                 ("token_url", token_url.as_ref()),
                 ("client_id", client_id.as_ref()),
@@ -166,7 +182,7 @@ fn scheme(cx: &mut TemplateCx, key: &str, spec: &AuthSpec) -> Option<Auth> {
                 subject: subject.map(|t| t.ok_or(())).transpose().ok()?,
                 audience: audience.map(|t| t.ok_or(())).transpose().ok()?,
                 client_auth: client_auth.unwrap_or_default(),
-                scopes: scopes.clone(),
+                scopes: scopes.into_iter().collect::<Option<Vec<_>>>()?,
                 rotates_refresh_token: *rotates_refresh_token,
             }
         }
