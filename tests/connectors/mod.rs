@@ -7,6 +7,7 @@
 mod batchbook;
 mod bigcommerce;
 mod bigcommerce_v2;
+mod dynamics365;
 mod freshsales;
 mod google_people;
 mod heap;

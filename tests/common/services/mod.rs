@@ -6,6 +6,7 @@
 pub mod batchbook;
 pub mod bigcommerce;
 pub mod bigcommerce_v2;
+pub mod dynamics365;
 pub mod freshsales;
 pub mod google_people;
 pub mod heap;
