@@ -97,3 +97,33 @@ async fn profiles_consent_and_suppression_a_pending_one_confirming_and_an_increm
         Some(MembershipStatus::Unsubscribed)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lifecycle_stage_filter_is_applied_here() {
+    let people = People::new(realistic(25));
+    let fake = service::start(klaviyo::service(KEY), &people).await;
+    let env = SyncEnv::new();
+    env.connector("klaviyo", &shipped("klaviyo", &fake.base));
+    env.importer(
+        "leads",
+        &format!(
+            "{}filters: {{lifecycle_stage: lead}}\n",
+            importer(&env, "Leads")
+        ),
+    );
+    let summary = env.run("leads").await.unwrap();
+    // Klaviyo received no filter of ours (only the update-time one the engine re-queries
+    // pages with): every profile came, the even ids (lifecycle "lead") landed.
+    assert_eq!(summary.counts.created, 12);
+    assert!(fake.requests().iter().all(|r| {
+        r.q("filter")
+            .is_none_or(|f| f.starts_with("greater-than(updated,"))
+    }));
+    let landed = env.contacts("Leads").await;
+    assert_eq!(landed.len(), 12, "ids 2, 4, ..., 24");
+    assert!(
+        landed
+            .iter()
+            .all(|c| field(c, "%KLAVIYO_LIFECYCLE_STAGE%") == Some("lead"))
+    );
+}
