@@ -117,6 +117,12 @@ async fn the_search_filter_goes_to_heap_and_a_wrong_password_fails() {
         &importer(&env, "Ada", "filters: {search: person1}\n"),
     );
     env.run("ada").await.unwrap();
+    // Heap searched: the form carried the filter's value.
+    assert!(
+        fake.requests()
+            .iter()
+            .all(|r| r.body.contains("search=person1"))
+    );
     // person1, person10 ... person19
     assert_eq!(env.contacts("Ada").await.len(), 11);
 
