@@ -196,6 +196,18 @@ pub struct PageWrite<'a> {
     pub contacts: &'a [ContactRecord],
     /// External ids the service reported as deleted.
     pub deleted_external_ids: &'a [String],
+    /// For importers with `gone_after_full_pass` during a full pass: the pass's start
+    /// (whole microseconds, as both stores keep times), stamped on this importer's sources
+    /// whose records the pages returned, so that the pass's end knows which are gone.
+    pub seen_pass: Option<DateTime<Utc>>,
+    /// External ids of every record the pages returned that is not deleted (also those
+    /// skipped or filtered out: they still exist at the service), stamped with
+    /// `seen_pass` besides the page's contacts.
+    pub seen_external_ids: &'a [String],
+    /// The write that completes a full pass of an importer with `gone_after_full_pass`:
+    /// this importer's sources not stamped with `seen_pass` are gone at the service
+    /// (deleted, or no longer matching the importer's server-side filters).
+    pub sweep: bool,
     /// Checkpoint to save with the page.
     pub checkpoint: &'a Checkpoint,
     /// What the engine counted for the pages of this write, added to the run's history
@@ -245,6 +257,12 @@ pub struct PageOutcome {
     pub memberships_added: u64,
     /// Contact sources newly marked deleted at the service (the contacts are kept).
     pub deleted: u64,
+    /// Contact sources a complete full pass no longer returned (`gone_after_full_pass`),
+    /// marked deleted in the write that completed it; added to the run's `deleted`.
+    pub gone: u64,
+    /// Contact sources whose record moved to another address at the service (the
+    /// external id now arrives with another email).
+    pub moved: u64,
 }
 
 impl FieldValue {

@@ -143,6 +143,9 @@ pub struct Connector {
     pub subscription: Vec<Subscription>,
     /// Deleted-record predicate.
     pub deleted: Option<Predicate>,
+    /// The deletions request (`contacts.deletions`), for services whose list omits
+    /// deleted records.
+    pub deletions: Option<Deletions>,
     /// Sync mode.
     pub sync: Sync,
     /// Filters by name.
@@ -160,6 +163,21 @@ pub struct Connector {
     /// request, pagination, records, sync, filters, each auth scheme), by name: the
     /// importer's pass fingerprint is built from these.
     pub pass_parts: BTreeMap<String, String>,
+}
+
+/// `contacts.deletions`: a request whose every record is one deleted at the service.
+#[derive(Debug, Clone)]
+pub struct Deletions {
+    /// The request.
+    pub request: Request,
+    /// Its pagination.
+    pub pagination: Pagination,
+    /// JSONPath to the records array of a response.
+    pub records: JsonPath,
+    /// JSONPath of a deleted record's id at the service.
+    pub external_id: JsonPath,
+    /// A body without the records' container is an empty page.
+    pub records_absent_is_empty: bool,
 }
 
 /// A service's documented limits for one account, kept by every importer on that account
@@ -687,6 +705,10 @@ pub struct Importer {
     pub page_size: u32,
     /// Whether the daemon runs it.
     pub enabled: bool,
+    /// Records a complete full pass no longer returns are gone (`gone_after_full_pass`):
+    /// the write that completes the pass marks their sources deleted and their
+    /// memberships `removed`.
+    pub gone_after_full_pass: bool,
     /// What decides which records a pass returns, part by part
     /// (`part=hash;part=hash;...`: the connector's connection, request, pagination,
     /// records, sync, filters and chosen auth scheme; the importer's credential

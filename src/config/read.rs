@@ -562,7 +562,7 @@ mod tests {
         let error = parse_yaml::<ImporterSpec>(text, Path::new("importers.d/a.yaml")).unwrap_err();
         assert_eq!(
             error[0].to_string(),
-            "importers.d/a.yaml:3:1: lsit: unknown field `lsit`, expected one of `connector`, `auth`, `credentials`, `settings`, `filters`, `list`, `interval`, `page_budget`, `page_size`, `enabled`"
+            "importers.d/a.yaml:3:1: lsit: unknown field `lsit`, expected one of `connector`, `auth`, `credentials`, `settings`, `filters`, `list`, `interval`, `page_budget`, `page_size`, `enabled`, `gone_after_full_pass`"
         );
     }
 }

@@ -545,6 +545,33 @@ pub struct ContactsSpec {
     /// skipped as a record without email.
     #[serde(default)]
     pub deleted: Option<PredicateSpec>,
+    /// A request listing the records deleted at the service (Zoho `/Contacts/deleted`,
+    /// Salesforce `queryAll` with `IsDeleted = true`, HubSpot `archived=true`), for
+    /// services whose list omits deleted records. Read at the start of every pass but an
+    /// importer's first, asking from the same `{{since}}` as the pass; every record it
+    /// returns is a deletion. Its pages are counted in the run, not in `page_budget`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletions: Option<DeletionsSpec>,
+}
+
+/// `contacts.deletions`: the deletions request and how to read it.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, expecting = "a mapping")]
+pub struct DeletionsSpec {
+    /// The request that lists deleted records; its templates see what `contacts.request`
+    /// sees (`since`, `page_size`, the pagination's variables).
+    pub request: RequestSpec,
+    /// How to get its next page.
+    pub pagination: PaginationSpec,
+    /// JSONPath from its response body to the array of deleted records.
+    pub records: String,
+    /// JSONPath of a deleted record's id at the service: the same id as
+    /// `contacts.fields.external_id` reads from a live record.
+    pub external_id: String,
+    /// What a body without the records' container means (as `contacts.records_absent`).
+    /// Default: `error`.
+    #[serde(default)]
+    pub records_absent: Option<RecordsAbsent>,
 }
 
 /// Page sizes.
@@ -1082,4 +1109,11 @@ pub struct ImporterSpec {
     /// Whether the daemon runs this importer. Default: true.
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// Whether a record that a complete full pass no longer returns is gone: deleted at
+    /// the service without the connector being able to say so, or no longer matching this
+    /// importer's server-side filters. Its membership in `list` then becomes `removed`
+    /// (not an unsubscribe; active again if the record comes back). Never after a partial
+    /// or failed pass. Changing it starts a new pass. Default: false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gone_after_full_pass: Option<bool>,
 }

@@ -265,7 +265,7 @@ impl<'a> Extractor<'a> {
 
 /// `$.a.b[*]` -> `$.a.b`, `$.a.*` -> `$.a`, `$[*]` -> `$`: the container whose presence
 /// tells an empty page from a path that matches nothing.
-fn container_path(records: &str) -> Option<String> {
+pub(crate) fn container_path(records: &str) -> Option<String> {
     let trimmed = records.trim();
     for suffix in ["[*]", ".*"] {
         if let Some(stripped) = trimmed.strip_suffix(suffix) {

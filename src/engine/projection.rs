@@ -139,6 +139,8 @@ fn record_paths(connector: &Connector) -> Vec<&JsonPath> {
         custom_fields,
         subscription,
         deleted,
+        // Its pages are parsed whole, apart from the list's (see `run::read_deletions`).
+        deletions: _,
         sync,
         filters: _,
         settings: _,

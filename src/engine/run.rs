@@ -312,6 +312,11 @@ const GROUP_PAGES: u32 = 8;
 struct PageGroup {
     contacts: Vec<ContactRecord>,
     deleted: Vec<String>,
+    /// External ids of the records the pages returned (full passes of importers with
+    /// `gone_after_full_pass` only).
+    seen: Vec<String>,
+    /// The group completes such a pass: what it did not return is gone.
+    sweep: bool,
     pages: u32,
     /// The engine's counts for the group's pages, written with them.
     counts: PageCounts,
@@ -322,6 +327,8 @@ struct PageGroup {
 /// The checkpoint, list and field bindings a group is written with.
 struct GroupTarget {
     checkpoint: Checkpoint,
+    /// The stamp of a full pass that finds gone records (see [`PageWrite::seen_pass`]).
+    seen_pass: Option<DateTime<Utc>>,
     list_id: i64,
     bindings: Arc<Vec<FieldBinding>>,
 }
@@ -804,6 +811,45 @@ impl Run {
         let mut pages_this_run = 0u64;
         let mut pending: Option<Fetched> = None;
 
+        // A new pass first reads what the service deleted since the pass's `since` (a
+        // full pass: everything the service still lists as deleted), committed before
+        // any page of the pass. An importer's first pass has nothing to remove yet.
+        if let Some(deletions) = &connector.deletions
+            && !resumed
+            && !never_full
+            && !self.options.dry_run
+        {
+            let since_query = match &connector.sync {
+                Sync::Incremental {
+                    since_format,
+                    since_inclusive,
+                    ..
+                } => Some(SinceQuery {
+                    format: since_format,
+                    inclusive: *since_inclusive,
+                    requery: false,
+                }),
+                Sync::FullRefresh { .. } | Sync::ChangeToken { .. } => None,
+            };
+            let deletions_paginator = Paginator::new(
+                &deletions.pagination,
+                importer.page_size,
+                None,
+                None,
+                since_query,
+                pass_since,
+            );
+            self.read_deletions(
+                &mut client,
+                deletions,
+                deletions_paginator,
+                &checkpoint,
+                list_id,
+                &bindings,
+            )
+            .await?;
+        }
+
         let cancel = self.options.cancel.clone();
         loop {
             if budget.is_some_and(|b| pages_this_run >= b) {
@@ -873,6 +919,15 @@ impl Run {
 
             let mut contacts = Vec::with_capacity(records.len());
             let mut deleted = Vec::new();
+            // A full pass of an importer with `gone_after_full_pass` stamps what it reads
+            // with its start; whatever its last write finds unstamped is gone. Times as
+            // both stores keep them (whole microseconds), so the stamp compares exactly.
+            let seen_pass =
+                (importer.gone_after_full_pass && checkpoint.full_refresh && !self.options.dry_run)
+                    .then_some(checkpoint.pass_started_at)
+                    .flatten()
+                    .map(|at| chrono::SubsecRound::trunc_subsecs(at, 6));
+            let mut seen_ids = Vec::new();
             let mut page_high: Option<DateTime<Utc>> = None;
             let future_from = Utc::now()
                 .checked_add_signed(future_tolerance)
@@ -912,6 +967,12 @@ impl Run {
                         }
                     }
                     at => page_high = page_high.max(at),
+                }
+                if seen_pass.is_some()
+                    && !matches!(out.mapped, Mapped::Deleted(_))
+                    && let Some(external_id) = &out.external_id
+                {
+                    seen_ids.push(external_id.clone());
                 }
                 let mapped = match out.mapped {
                     Mapped::Contact(contact, failures) => {
@@ -1050,10 +1111,13 @@ impl Run {
                 let group = &mut self.group;
                 group.contacts.extend(contacts);
                 group.deleted.extend(deleted);
+                group.seen.extend(seen_ids);
+                group.sweep = seen_pass.is_some() && matches!(step, Step::Done(_));
                 group.pages += 1;
                 group.counts += page_counts;
                 group.target = Some(GroupTarget {
                     checkpoint: checkpoint.clone(),
+                    seen_pass,
                     list_id,
                     bindings: Arc::clone(&bindings),
                 });
@@ -1094,6 +1158,135 @@ impl Run {
                 return Ok((RunOutcome::Completed, pass, resumed));
             }
         }
+    }
+
+    /// Reads the connector's deletions request to its end and marks every record it lists
+    /// deleted, in one write with the pass's starting checkpoint (nothing of the pass is
+    /// committed yet, so a run killed here reads the deletions again). Their sources'
+    /// memberships become `removed` in the store. Pages count in the run's history, not
+    /// in `page_budget`; a failure fails the run before the pass starts.
+    async fn read_deletions(
+        &mut self,
+        client: &mut Client,
+        deletions: &crate::plan::Deletions,
+        mut paginator: Paginator<'_>,
+        checkpoint: &Checkpoint,
+        list_id: i64,
+        bindings: &Arc<Vec<FieldBinding>>,
+    ) -> Result<(), Fail> {
+        let importer = Arc::clone(&self.importer);
+        let container = crate::engine::extract::container_path(deletions.records.as_str())
+            .and_then(|p| crate::jsonpath::JsonPath::parse(&p).ok());
+        let mut ids: Vec<String> = Vec::new();
+        let (mut pages, mut skipped) = (0u64, 0u64);
+        loop {
+            if self.options.cancel.is_cancelled() {
+                return Err(Fail::Other(
+                    "cancelled while reading deletions; the next run reads them again".into(),
+                ));
+            }
+            self.renew_lease_if_due().await?;
+            if let Some(held) = &self.options.lease {
+                held.check()?;
+            }
+            let vars = paginator.variables();
+            let follow = paginator
+                .follow_url(client.secrets())
+                .map_err(Fail::Other)?;
+            let (_, response) = client
+                .send(&|c: &Client| match &follow {
+                    Some(url) => c.prepare_follow(url, &deletions.request, false, &vars),
+                    None => c.prepare(&deletions.request, &vars),
+                })
+                .await?;
+            pages += 1;
+            let blank = response.body.iter().all(u8::is_ascii_whitespace);
+            let body = if blank && matches!(response.status, 204 | 304) {
+                None
+            } else {
+                let shape_error = |problem: &str| {
+                    Fail::Other(format!(
+                        "deletions request: {problem} (records path `{}`, HTTP {}, {}); body starts: {}",
+                        deletions.records.as_str(),
+                        response.status,
+                        client.secrets().redact(&response.url),
+                        body_start(&response.body, client.secrets())
+                    ))
+                };
+                let value: Value = serde_json::from_slice(&response.body)
+                    .map_err(|_| shape_error("page is not JSON"))?;
+                let found = deletions.records.query(&value);
+                let records: Vec<&Value> = match found.as_slice() {
+                    [Value::Array(items)] => items.iter().collect(),
+                    [] => {
+                        let container_exists = container
+                            .as_ref()
+                            .is_some_and(|c| c.first(&value).is_some());
+                        if !(container_exists
+                            || deletions.records_absent_is_empty && value.is_object())
+                        {
+                            return Err(shape_error("records path matches nothing"));
+                        }
+                        Vec::new()
+                    }
+                    _ => found,
+                };
+                for record in &records {
+                    match deletions.external_id.first(record) {
+                        Some(Value::String(id)) if !id.is_empty() => ids.push(id.clone()),
+                        Some(Value::Number(id)) => ids.push(id.to_string()),
+                        _ => skipped += 1,
+                    }
+                }
+                let count = records.len();
+                drop(records);
+                Some((value, count))
+            };
+            let link = response.link();
+            let seen = PageSeen {
+                status: response.status,
+                body: body.as_ref().map(|(v, _)| v),
+                link: link.as_deref(),
+                url: &response.url,
+                records: body.as_ref().map_or(0, |(_, n)| *n),
+                last_keyset: None,
+                newest: None,
+                at_newest: Vec::new(),
+            };
+            if let Step::Done(_) = paginator.advance(&seen, client.secrets())? {
+                break;
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let counts = PageCounts {
+            pages,
+            skipped,
+            deleted: ids.len() as u64,
+            ..PageCounts::default()
+        };
+        let outcome = self
+            .store
+            .write_page(PageWrite {
+                importer: &importer.id,
+                run_id: self.run_id,
+                fencing_token: self.lease.fencing_token,
+                list_id,
+                fields: bindings,
+                contacts: &[],
+                deleted_external_ids: &ids,
+                seen_pass: None,
+                seen_external_ids: &[],
+                sweep: false,
+                checkpoint,
+                counts,
+            })
+            .await?;
+        self.counts.pages += pages;
+        self.counts.skipped += skipped;
+        self.counts.deleted += ids.len() as u64;
+        tracing::info!(importer = %importer.id, pages, reported = ids.len(), newly_deleted = outcome.deleted, "Read the service's deletions.");
+        Ok(())
     }
 
     /// Fetches the next page and checks its shape: a body that is not JSON, or whose
@@ -1205,6 +1398,7 @@ impl Run {
         let group = std::mem::take(&mut self.group);
         let Some(GroupTarget {
             checkpoint,
+            seen_pass,
             list_id,
             bindings,
         }) = group.target
@@ -1229,6 +1423,9 @@ impl Run {
                     fields: &bindings,
                     contacts: &group.contacts,
                     deleted_external_ids: &group.deleted,
+                    seen_pass,
+                    seen_external_ids: &group.seen,
+                    sweep: group.sweep,
                     checkpoint: &checkpoint,
                     counts: group.counts,
                 })
@@ -1266,6 +1463,14 @@ impl Run {
             self.counts.updated += outcome.updated;
             self.counts.unchanged += outcome.unchanged;
             self.counts.field_failures += outcome.field_failures;
+            // Records a complete full pass no longer returned: gone at the service.
+            self.counts.deleted += outcome.gone;
+            if outcome.gone > 0 {
+                tracing::info!(importer = %self.importer.id, gone = outcome.gone, "Records the complete full pass no longer returned are gone at the service; their memberships are now `removed`.");
+            }
+            if outcome.moved > 0 {
+                tracing::info!(importer = %self.importer.id, moved = outcome.moved, "Records arrived with another email; their sources moved to the new addresses.");
+            }
         }
         Ok(())
     }

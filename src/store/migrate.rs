@@ -67,6 +67,11 @@ const SQLITE: &[Embedded] = &[
         "change token",
         include_str!("../../migrations/sqlite/0006_change_token.sql"),
     ),
+    (
+        7,
+        "removed at source",
+        include_str!("../../migrations/sqlite/0007_removed_at_source.sql"),
+    ),
 ];
 
 /// PostgreSQL migrations.
@@ -100,6 +105,11 @@ const POSTGRES: &[Embedded] = &[
         6,
         "change token",
         include_str!("../../migrations/postgres/0006_change_token.sql"),
+    ),
+    (
+        7,
+        "removed at source",
+        include_str!("../../migrations/postgres/0007_removed_at_source.sql"),
     ),
 ];
 

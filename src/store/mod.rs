@@ -794,6 +794,12 @@ pub enum MembershipStatus {
     Pending,
     /// Left the list; an import never makes it active again.
     Unsubscribed,
+    /// Removed at source: the service deleted the record this importer brought (or a
+    /// complete full pass of an importer with `gone_after_full_pass` no longer returned
+    /// it, or it moved to another address). Not mailable, but no opt-out either: it says
+    /// nothing about consent, so the membership becomes active again if the record comes
+    /// back (unless the person unsubscribed or bounced meanwhile).
+    Removed,
 }
 
 impl MembershipStatus {
@@ -803,6 +809,7 @@ impl MembershipStatus {
             MembershipStatus::Active => "active",
             MembershipStatus::Pending => "pending",
             MembershipStatus::Unsubscribed => "unsubscribed",
+            MembershipStatus::Removed => "removed",
         }
     }
 
@@ -811,6 +818,7 @@ impl MembershipStatus {
             "active" => Ok(MembershipStatus::Active),
             "pending" => Ok(MembershipStatus::Pending),
             "unsubscribed" => Ok(MembershipStatus::Unsubscribed),
+            "removed" => Ok(MembershipStatus::Removed),
             other => Err(StoreError::corrupt("membership status", other)),
         }
     }
@@ -937,6 +945,9 @@ pub enum ChangeKind {
     ContactChanged,
     /// A list membership was added or changed status.
     MembershipChanged,
+    /// The record an importer brought for this contact arrived with another email: the
+    /// source (importer, external id) moved to the new address (`changes.email`).
+    SourceMoved,
 }
 
 impl ChangeKind {
@@ -946,6 +957,7 @@ impl ChangeKind {
             ChangeKind::ContactCreated => "contact_created",
             ChangeKind::ContactChanged => "contact_changed",
             ChangeKind::MembershipChanged => "membership_changed",
+            ChangeKind::SourceMoved => "source_moved",
         }
     }
 
@@ -954,6 +966,7 @@ impl ChangeKind {
             "contact_created" => Ok(ChangeKind::ContactCreated),
             "contact_changed" => Ok(ChangeKind::ContactChanged),
             "membership_changed" => Ok(ChangeKind::MembershipChanged),
+            "source_moved" => Ok(ChangeKind::SourceMoved),
             other => Err(StoreError::corrupt("change kind", other)),
         }
     }

@@ -437,9 +437,11 @@ pub fn plan_page(
                 }
                 if changes.is_empty() {
                     // Nothing of the contact changed, but a contact this importer brings for
-                    // the first time gains it as a source, or its membership changes (a
-                    // pending member confirmed): that is written, so not `unchanged`.
+                    // the first time gains it as a source, a record the service had
+                    // deleted comes back, or its membership changes (a pending member
+                    // confirmed): that is written, so not `unchanged`.
                     if old.source_hash.is_none()
+                        || old.source_deleted
                         || membership_wanted(record.service_status, old.membership, status)
                             .is_some()
                     {
@@ -504,7 +506,8 @@ pub fn plan_page(
 /// service both ways: a pending member who confirms becomes active, an active one the
 /// service says is pending again (Mailchimp `archived`, Shopify `not_subscribed`) stops
 /// being mailed. A record whose status the connector does not map changes nothing but
-/// a missing membership (joins as active, as before statuses existed).
+/// a missing membership (joins as active, as before statuses existed) or one removed at
+/// source (the record came back: active again).
 pub(crate) fn membership_wanted(
     service: Option<SubscriptionMeaning>,
     membership: Option<MembershipStatus>,
@@ -522,8 +525,9 @@ pub(crate) fn membership_wanted(
         Some(SubscriptionMeaning::Subscribed) => Active,
         // Bounced: the contact row carries it; the membership is left as it is.
         Some(SubscriptionMeaning::Bounced) => return None,
+        // A membership removed at source comes back with its record, as a new one would.
         None => match membership {
-            None => Active,
+            None | Some(MembershipStatus::Removed) => Active,
             Some(_) => return None,
         },
     };
@@ -582,6 +586,9 @@ mod tests {
             fields: &fields,
             contacts: &contacts,
             deleted_external_ids: &[],
+            seen_pass: None,
+            seen_external_ids: &[],
+            sweep: false,
             checkpoint: &checkpoint,
             counts: Default::default(),
         };

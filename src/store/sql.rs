@@ -365,6 +365,13 @@ macro_rules! snapshot_of {
 }
 pub(crate) use snapshot_of;
 
+/// `(contact, list)` of sources an `UPDATE ... RETURNING contact_id, list_id` marked.
+fn gone_rows(rows: &[impl RowGet]) -> StoreResult<Vec<(i64, Option<i64>)>> {
+    rows.iter()
+        .map(|row| Ok((row.int(0)?, row.opt_int(1)?)))
+        .collect()
+}
+
 /// What differs between the two databases; everything else is [`SqlStore`].
 ///
 /// Its futures are declared `Send` so that the generic [`Store`] implementation (whose
@@ -830,17 +837,67 @@ impl<D: Dialect> SqlStore<D> {
         .await?;
 
         let mut outcome = plan.outcome.clone();
+        if let Some(pass) = page.seen_pass {
+            let emails: Vec<String> = prepared.records.iter().map(|r| r.email.clone()).collect();
+            if !emails.is_empty() || !page.seen_external_ids.is_empty() {
+                self.exec(
+                    Some(&mut *conn),
+                    self.q("UPDATE contact_sources SET seen_pass = $1
+                         WHERE importer = $2 AND (external_id = ANY($3)
+                            OR contact_id IN (SELECT id FROM contacts WHERE email = ANY($4)))")
+                        .bind(pass)
+                        .bind(page.importer)
+                        .bind(Arg::texts(page.seen_external_ids.to_vec()))
+                        .bind(Arg::texts(emails)),
+                )
+                .await?;
+            }
+        }
+        outcome.moved = self
+            .move_sources(&mut *conn, page, &prepared, &existing, &plan, now)
+            .await?;
         if !page.deleted_external_ids.is_empty() {
-            outcome.deleted = self
-                .exec(
+            let rows = self
+                .all(
                     Some(&mut *conn),
                     self.q("UPDATE contact_sources SET deleted_at = $1
-                         WHERE importer = $2 AND deleted_at IS NULL AND external_id = ANY($3)")
+                         WHERE importer = $2 AND deleted_at IS NULL AND external_id = ANY($3)
+                         RETURNING contact_id, list_id")
                         .bind(now)
                         .bind(page.importer)
                         .bind(Arg::texts(page.deleted_external_ids.to_vec())),
                 )
                 .await?;
+            outcome.deleted = rows.len() as u64;
+            let gone = gone_rows(&rows)?;
+            self.remove_at_source(&mut *conn, page, &gone, "deleted at the service", now)
+                .await?;
+        }
+        if page.sweep
+            && let Some(pass) = page.seen_pass
+        {
+            let rows = self
+                .all(
+                    Some(&mut *conn),
+                    self.q("UPDATE contact_sources SET deleted_at = $1
+                         WHERE importer = $2 AND deleted_at IS NULL
+                           AND (seen_pass IS NULL OR seen_pass < $3)
+                         RETURNING contact_id, list_id")
+                        .bind(now)
+                        .bind(page.importer)
+                        .bind(pass),
+                )
+                .await?;
+            outcome.gone = rows.len() as u64;
+            let gone = gone_rows(&rows)?;
+            self.remove_at_source(
+                &mut *conn,
+                page,
+                &gone,
+                "not returned by a complete full pass",
+                now,
+            )
+            .await?;
         }
 
         self.save_state(conn, page.importer, page.checkpoint, now)
@@ -859,11 +916,183 @@ impl<D: Dialect> SqlStore<D> {
                 .bind(outcome.unchanged as i64)
                 .bind(page.counts.skipped as i64)
                 .bind((outcome.field_failures + page.counts.field_failures) as i64)
-                .bind(page.counts.deleted as i64)
+                .bind((page.counts.deleted + outcome.gone) as i64)
                 .bind(page.run_id),
         )
         .await?;
         Ok(outcome)
+    }
+
+    /// Sources of this importer whose record now arrives with another email: the source
+    /// (importer, external id) moved to the new address, so the old address's source is
+    /// marked deleted and its membership ends like a deletion (when no other importer
+    /// gives it), with a `source_moved` event naming both addresses. Only records whose
+    /// source this write created or revived are looked at (an address that changed is
+    /// always one this importer did not hold), so an unchanged page costs nothing.
+    async fn move_sources(
+        &self,
+        conn: &mut D::Conn,
+        page: &PageWrite<'_>,
+        prepared: &PreparedPage,
+        existing: &HashMap<String, ExistingContact>,
+        plan: &PagePlan,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let mut new_email: HashMap<&str, &str> = HashMap::new();
+        for &index in &plan.sources {
+            let record = &prepared.records[index];
+            let fresh = existing
+                .get(&record.email)
+                .is_none_or(|e| e.source_hash.is_none() || e.source_deleted);
+            if let (true, Some(external_id)) = (fresh, record.external_id.as_deref()) {
+                new_email.insert(external_id, record.email.as_str());
+            }
+        }
+        if new_email.is_empty() {
+            return Ok(0);
+        }
+        let mut ids: Vec<String> = new_email.keys().map(|k| k.to_string()).collect();
+        ids.sort_unstable();
+        // The sources this write wrote carry its time: the others are older.
+        let rows = self
+            .all(
+                Some(&mut *conn),
+                self.q("SELECT s.contact_id, s.list_id, c.email, s.external_id
+                     FROM contact_sources s JOIN contacts c ON c.id = s.contact_id
+                     WHERE s.importer = $1 AND s.deleted_at IS NULL
+                       AND s.external_id = ANY($2) AND s.written_at <> $3")
+                    .bind(page.importer)
+                    .bind(Arg::texts(ids))
+                    .bind(now),
+            )
+            .await?;
+        let mut moved: Vec<(i64, Option<i64>, String, String)> = Vec::new();
+        for row in &rows {
+            let (old_email, external_id) = (row.text(2)?, row.text(3)?);
+            if let Some(&to) = new_email.get(external_id.as_str())
+                && to != old_email
+            {
+                moved.push((row.int(0)?, row.opt_int(1)?, old_email, to.to_string()));
+            }
+        }
+        if moved.is_empty() {
+            return Ok(0);
+        }
+        let contact_ids: Vec<i64> = moved.iter().map(|m| m.0).collect();
+        self.exec(
+            Some(&mut *conn),
+            self.q("UPDATE contact_sources SET deleted_at = $1
+                 WHERE importer = $2 AND contact_id = ANY($3)")
+                .bind(now)
+                .bind(page.importer)
+                .bind(Arg::ints(contact_ids)),
+        )
+        .await?;
+        for (contact_id, list_id, old, new) in &moved {
+            self.exec(
+                Some(&mut *conn),
+                self.q(
+                    "INSERT INTO change_events (at, kind, contact_id, email, list_id, origin,
+                         notify, importer, run_id, changes)
+                     SELECT $1, $2, id, email, $3, 'import', FALSE, $4, $5, $6
+                     FROM contacts WHERE id = $7",
+                )
+                .bind(now)
+                .bind(ChangeKind::SourceMoved.as_str())
+                .bind(*list_id)
+                .bind(page.importer)
+                .bind(page.run_id)
+                .bind(Arg::json(Some(
+                    json!({"email": page::change_value(Some(old.as_str()), new)}),
+                )))
+                .bind(*contact_id),
+            )
+            .await?;
+        }
+        let gone: Vec<(i64, Option<i64>)> = moved.iter().map(|m| (m.0, m.1)).collect();
+        self.remove_at_source(conn, page, &gone, "email changed at the service", now)
+            .await?;
+        Ok(moved.len() as u64)
+    }
+
+    /// Memberships given by sources of this importer that are gone at the service
+    /// (`(contact, the source's list)`): an active or pending one moves to `removed`, with a
+    /// `membership_changed` event (`notify` false, the reason in `changes.reason`), unless
+    /// another importer's live source gives the same contact to the same list. Nothing
+    /// else changes: the contact, its values, its history and any unsubscribe stay.
+    async fn remove_at_source(
+        &self,
+        conn: &mut D::Conn,
+        page: &PageWrite<'_>,
+        gone: &[(i64, Option<i64>)],
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut by_list: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        for (contact_id, list_id) in gone {
+            if let Some(list_id) = list_id {
+                by_list.entry(*list_id).or_default().push(*contact_id);
+            }
+        }
+        for (list_id, mut contact_ids) in by_list {
+            contact_ids.sort_unstable();
+            let rows = self
+                .all(
+                    Some(&mut *conn),
+                    self.q("SELECT m.contact_id, m.status FROM memberships m
+                         WHERE m.list_id = $1 AND m.contact_id = ANY($2)
+                           AND m.status IN ('active', 'pending')
+                           AND NOT EXISTS (SELECT 1 FROM contact_sources o
+                               WHERE o.contact_id = m.contact_id AND o.list_id = m.list_id
+                                 AND o.importer <> $3 AND o.deleted_at IS NULL)
+                         ORDER BY m.contact_id{for_update}")
+                        .bind(list_id)
+                        .bind(Arg::ints(contact_ids))
+                        .bind(page.importer),
+                )
+                .await?;
+            let mut by_status: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+            for row in &rows {
+                by_status.entry(row.text(1)?).or_default().push(row.int(0)?);
+            }
+            for (old, contact_ids) in by_status {
+                self.exec(
+                    Some(&mut *conn),
+                    self.q(
+                        "UPDATE memberships SET status = 'removed', origin = 'import',
+                             updated_at = $1
+                         WHERE list_id = $2 AND contact_id = ANY($3) AND status = $4",
+                    )
+                    .bind(now)
+                    .bind(list_id)
+                    .bind(Arg::ints(contact_ids.clone()))
+                    .bind(&old),
+                )
+                .await?;
+                let changes = json!({
+                    "status": page::change_value(Some(old.as_str()), MembershipStatus::Removed.as_str()),
+                    "reason": {"new": reason},
+                });
+                self.exec(
+                    Some(&mut *conn),
+                    self.q(
+                        "INSERT INTO change_events (at, kind, contact_id, email, list_id, origin,
+                             notify, importer, run_id, changes)
+                         SELECT $1, $2, id, email, $3, 'import', FALSE, $4, $5, $6
+                         FROM contacts WHERE id = ANY($7) ORDER BY id",
+                    )
+                    .bind(now)
+                    .bind(ChangeKind::MembershipChanged.as_str())
+                    .bind(list_id)
+                    .bind(page.importer)
+                    .bind(page.run_id)
+                    .bind(Arg::json(Some(changes)))
+                    .bind(Arg::ints(contact_ids)),
+                )
+                .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Checks the lease inside a write's transaction and extends it by its lifetime, and

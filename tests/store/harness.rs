@@ -343,6 +343,9 @@ impl Importer {
                 fields: &self.fields,
                 contacts,
                 deleted_external_ids: deleted,
+                seen_pass: None,
+                seen_external_ids: &[],
+                sweep: false,
                 checkpoint,
                 counts: tributary::model::PageCounts {
                     pages: 1,

@@ -94,6 +94,9 @@ async fn a_held_lease_excludes_others_until_it_expires(ctx: Ctx) {
             fields: &[],
             contacts: &[rec("ada@example.com")],
             deleted_external_ids: &[],
+            seen_pass: None,
+            seen_external_ids: &[],
+            sweep: false,
             checkpoint: &checkpoint,
             counts: Default::default(),
         })

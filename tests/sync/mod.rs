@@ -8,6 +8,7 @@ mod bad_data;
 mod change_token;
 mod cli;
 mod crash;
+mod deletions;
 mod error_rules;
 mod fakes;
 mod incremental;

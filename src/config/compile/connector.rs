@@ -20,8 +20,8 @@ use crate::config::spec::{
     IncrementalSpec, RateLimitSpec, RecordsAbsent, SettingSpec, SyncSpec, TimeoutsSpec,
 };
 use crate::plan::{
-    Connector, Filter, FilterApply, FilterOp, FilterValueType, Pagination, PassOrder, RateLimit,
-    Setting, Sync, defaults,
+    Connector, Deletions, Filter, FilterApply, FilterOp, FilterValueType, Pagination, PassOrder,
+    RateLimit, Setting, Sync, defaults,
 };
 use crate::timeformat::TimeFormat;
 
@@ -119,6 +119,8 @@ pub(super) fn compile(
     let subscription = fields::subscription(&mut cx, contacts.subscription.as_ref());
     let deleted = fields::deleted(&mut cx, contacts.deleted.as_ref());
     let sync = sync(&mut cx, spec, pagination.as_ref());
+    // After `sync`: the deletions request's templates are not the list request's.
+    let deletions = deletions(&mut cx, contacts);
     let error_rules = error_rules::compile(&mut cx, spec);
     let filters = filters(&mut cx, spec);
     unused_declarations(&mut cx, spec);
@@ -148,6 +150,7 @@ pub(super) fn compile(
         custom_fields,
         subscription,
         deleted,
+        deletions,
         sync,
         filters,
         settings,
@@ -157,6 +160,41 @@ pub(super) fn compile(
     Some(CompiledConnector {
         connector,
         uses: cx.uses,
+    })
+}
+
+/// `contacts.deletions`: its request, pagination (checked against the variables of its
+/// own request) and JSONPaths.
+fn deletions(cx: &mut TemplateCx, contacts: &ContactsSpec) -> Option<Deletions> {
+    let spec = contacts.deletions.as_ref()?;
+    let key = "contacts.deletions";
+    // The variables of this request alone, then added to what the connector uses (its
+    // credentials are needed too).
+    let outer = std::mem::take(&mut cx.uses.common);
+    let request = cx.request(&join(key, "request"), &spec.request);
+    let vars = std::mem::replace(&mut cx.uses.common, outer);
+    cx.uses.common.extend(vars.iter().cloned());
+    let pagination = pagination::compile_at(
+        cx,
+        &join(key, "pagination"),
+        &join(key, "request"),
+        &vars,
+        &spec.pagination,
+    );
+    let records = cx.path(&join(key, "records"), &spec.records);
+    let external_id = cx.path(&join(key, "external_id"), &spec.external_id);
+    if contacts.fields.external_id.is_none() {
+        cx.file.error(
+            &join(key, "external_id"),
+            "a deletions request needs `contacts.fields.external_id`: deletions are matched to imported records by their id at the service",
+        );
+    }
+    Some(Deletions {
+        request: request?,
+        pagination: pagination?,
+        records: records?,
+        external_id: external_id?,
+        records_absent_is_empty: spec.records_absent == Some(RecordsAbsent::EmptyPage),
     })
 }
 

@@ -235,6 +235,19 @@ pub(super) fn compile(
         Some(n) => Some(n),
     };
 
+    if spec.gone_after_full_pass == Some(true)
+        && let Some(c) = connector
+        && c.pagination.shifts_with_changes()
+        && !c.sync.sorted_by_update()
+    {
+        cx.warning(
+            "gone_after_full_pass",
+            format!(
+                "connector '{cid}' pages a pass by position without sorting it by update time: a record shifted past the pass by an edit elsewhere counts as gone (its membership becomes `removed`) until a later full pass reads it again"
+            ),
+        );
+    }
+
     if cx.errors > 0 {
         return None;
     }
@@ -244,16 +257,20 @@ pub(super) fn compile(
         "connector": connector.fingerprint,
         "importer": serde_json::to_value(spec).unwrap_or(Value::Null),
     }));
-    let fingerprint = pass_fingerprint(
-        &connector,
-        auth_scheme.as_deref(),
-        &serde_json::json!({
-            "credentials": serde_json::to_value(&spec.credentials).unwrap_or(Value::Null),
-            "settings": settings,
-            "filter_values": filters,
-            "page_size": page_size,
-        }),
-    );
+    let gone_after_full_pass = spec.gone_after_full_pass.unwrap_or(false);
+    let mut own = serde_json::json!({
+        "credentials": serde_json::to_value(&spec.credentials).unwrap_or(Value::Null),
+        "settings": settings,
+        "filter_values": filters,
+        "page_size": page_size,
+    });
+    // A pass knows which records are gone only if every page of it stamped the records
+    // it read: switching this on (or off) starts a new pass. Only when on, so that the
+    // fingerprints of every other importer stay what they were.
+    if gone_after_full_pass {
+        own["gone_after_full_pass"] = Value::Bool(true);
+    }
+    let fingerprint = pass_fingerprint(&connector, auth_scheme.as_deref(), &own);
 
     Some(Importer {
         id: file.id.clone(),
@@ -269,6 +286,7 @@ pub(super) fn compile(
         page_budget,
         page_size,
         enabled: spec.enabled.unwrap_or(true),
+        gone_after_full_pass,
         fingerprint,
         revision,
     })

@@ -10,14 +10,25 @@ use crate::plan::{self, Pagination, StopRule, defaults};
 /// `contacts.pagination`: the style, the variable it advances in the request, its stop
 /// rules and loop guards.
 pub(super) fn compile(cx: &mut TemplateCx, spec: &PaginationSpec) -> Option<Pagination> {
-    let key = "contacts.pagination";
     let vars = cx.uses.common.clone();
+    compile_at(cx, "contacts.pagination", "contacts.request", &vars, spec)
+}
+
+/// A pagination at `key` for the request at `request` whose templates use `vars`
+/// (`contacts.pagination`, or a deletions request's own).
+pub(super) fn compile_at(
+    cx: &mut TemplateCx,
+    key: &str,
+    request: &str,
+    vars: &std::collections::BTreeSet<String>,
+    spec: &PaginationSpec,
+) -> Option<Pagination> {
     let uses = |name: &str| vars.contains(name);
     let needs_var = |cx: &mut TemplateCx, style: &str, var: &str| {
         if !uses(var) && cx.broken_templates == 0 {
             cx.file.error(
                 key,
-                format!("pagination `{style}` needs `{{{{{var}}}}}` in contacts.request (query, headers or body)"),
+                format!("pagination `{style}` needs `{{{{{var}}}}}` in {request} (query, headers or body)"),
             );
         }
     };
@@ -66,7 +77,7 @@ pub(super) fn compile(cx: &mut TemplateCx, spec: &PaginationSpec) -> Option<Pagi
             if !uses("keyset.updated") && !uses("keyset.id") && cx.broken_templates == 0 {
                 cx.file.error(
                     key,
-                    "pagination `keyset` needs `{{keyset.updated}}` or `{{keyset.id}}` in contacts.request",
+                    format!("pagination `keyset` needs `{{{{keyset.updated}}}}` or `{{{{keyset.id}}}}` in {request}"),
                 );
             }
             Pagination::Keyset { common: common?? }
