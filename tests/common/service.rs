@@ -472,6 +472,44 @@ pub struct Protocol {
     /// The most results one query can page through (HubSpot search: 10,000); a page
     /// starting at or past it is refused as a bad parameter named `after`.
     pub max_results: Option<usize>,
+    /// Change tokens (Google People's sync tokens).
+    pub sync_tokens: Option<SyncTokens>,
+}
+
+/// Change tokens as Google People hands them out: a listing asked with `request`
+/// (`requestSyncToken=true`) carries `next` (`nextSyncToken`) on its last page; a
+/// listing sent with `token` (`syncToken`) returns only the people changed since that
+/// token was issued, deleted ones included as `deleted` writes them
+/// (`metadata.deleted: true`). A token expires `lifetime` after the full listing its
+/// chain started from ("Sync tokens expire 7 days after the full sync"); the fake's
+/// clock is the newest update time it holds (people are stamped in fake time). An
+/// expired or unreadable token is answered with `expired`.
+#[derive(Clone)]
+pub struct SyncTokens {
+    /// The parameter asking for a token on the last page.
+    pub request: &'static str,
+    /// The parameter sending one.
+    pub token: &'static str,
+    /// The body member carrying the next token.
+    pub next: &'static str,
+    /// How long after its full listing a token works.
+    pub lifetime: Duration,
+    /// A deleted person as a token's listing writes it.
+    pub deleted: fn(&Contact) -> Value,
+    /// The answer to an expired token.
+    pub expired: Canned,
+}
+
+/// A sync token: when it was issued, and when the full listing its chain started from
+/// was (both the fake's clock, as milliseconds).
+fn encode_sync_token(issued: DateTime<Utc>, full: DateTime<Utc>) -> String {
+    format!("s{}.{}", issued.timestamp_millis(), full.timestamp_millis())
+}
+
+fn decode_sync_token(token: &str) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let (issued, full) = token.strip_prefix('s')?.split_once('.')?;
+    let at = |t: &str| Utc.timestamp_millis_opt(t.parse().ok()?).single();
+    Some((at(issued)?, at(full)?))
 }
 
 /// A rate limit: every `every`-th list request is refused with `refusal` (a 429 with
@@ -775,6 +813,24 @@ async fn serve(
         },
         (None, None) => None,
     };
+    // A sync token: only what changed since it, deleted people included.
+    let people_now = fake.people.all();
+    let clock = people_now
+        .iter()
+        .map(|p| p.updated)
+        .max()
+        .unwrap_or_else(epoch);
+    let mut sync_from: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
+    if let Some(tokens) = &service.protocol.sync_tokens
+        && let Some(token) = query.get(tokens.token).filter(|t| !t.is_empty())
+    {
+        match decode_sync_token(token) {
+            Some((issued, full)) if clock - full <= tokens.lifetime => {
+                sync_from = Some((issued, full));
+            }
+            _ => return tokens.expired.clone().into_response(),
+        }
+    }
     let (default, max) = service.page_size;
     let size_param = match &service.paging {
         Paging::Cursor { limit, .. } => *limit,
@@ -802,11 +858,10 @@ async fn serve(
         Some(Ok(n)) if n > 0 => n.min(max),
         Some(_) => return (service.bad_param)(size_param).into_response(),
     };
-    let mut list: Vec<Contact> = fake
-        .people
-        .all()
+    let mut list: Vec<Contact> = people_now
         .into_iter()
-        .filter(|p| service.lists_deleted || !p.deleted)
+        .filter(|p| service.lists_deleted || !p.deleted || sync_from.is_some())
+        .filter(|p| sync_from.is_none_or(|(issued, _)| p.updated > issued))
         .filter(|p| match since {
             Some((t, true)) => p.updated >= t,
             Some((t, false)) => p.updated > t,
@@ -867,7 +922,10 @@ async fn serve(
         .iter()
         .skip(start)
         .take(limit)
-        .map(|c| (service.record)(c, &query))
+        .map(|c| match &service.protocol.sync_tokens {
+            Some(tokens) if c.deleted && sync_from.is_some() => (tokens.deleted)(c),
+            _ => (service.record)(c, &query),
+        })
         .collect();
     let has_more = start + limit < total;
     let records_empty = records.is_empty();
@@ -909,6 +967,14 @@ async fn serve(
     };
     let (info_total, info_pages) = (info.total, info.total_pages);
     let mut body = (service.body)(records, &info);
+    if let Some(tokens) = &service.protocol.sync_tokens
+        && !has_more
+        && query.get(tokens.request).map(String::as_str) == Some("true")
+    {
+        // The last page: a token for what changes after now, in the same chain.
+        let full = sync_from.map_or(clock, |(_, full)| full);
+        body[tokens.next] = json!(encode_sync_token(clock, full));
+    }
     if let Some(param) = service.fields_param
         && let Some(wanted) = query.get(param)
     {

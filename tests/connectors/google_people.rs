@@ -163,3 +163,91 @@ async fn the_group_filter_and_a_revoked_refresh_token() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sync_token_reads_changes_and_deletions_and_an_expired_one_falls_back() {
+    use tributary::engine::PassKind;
+    let people = People::new(realistic(25));
+    let (fake, env) = setup(&people).await;
+    env.importer("contacts", &importer(&env, "Google", ""));
+    let in_list = |all: &[tributary::store::ContactView], email: &str| {
+        contact(all, email)
+            .lists
+            .iter()
+            .find(|m| m.list == "Google")
+            .map(|m| m.status)
+    };
+    let first = env.run("contacts").await.unwrap();
+    assert_eq!((first.pass, first.counts.created), (PassKind::First, 25));
+    let token = fake
+        .requests()
+        .last()
+        .and_then(|r| r.q("requestSyncToken").map(str::to_string));
+    assert_eq!(token.as_deref(), Some("true"));
+
+    // Person 4 is deleted, person 6 changes: the token's listing holds only those two.
+    people.edit(4, |c| c.deleted = true);
+    people.edit(6, |c| c.job_title = Some("Head of buying".into()));
+    fake.clear();
+    let second = env.run("contacts").await.unwrap();
+    assert_eq!(second.pass, PassKind::Incremental);
+    let c = &second.counts;
+    assert_eq!((c.pages, c.fetched, c.updated, c.deleted), (1, 2, 1, 1));
+    let pages: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/people/me/connections")
+        .collect();
+    assert!(pages.iter().all(|r| r.q("syncToken").is_some()));
+    let all = env.all_contacts().await;
+    assert_eq!(all.len(), 25, "a deleted person's contact is kept");
+    assert_eq!(
+        in_list(&all, "person4@example.com"),
+        Some(MembershipStatus::Removed)
+    );
+    assert_eq!(
+        field(contact(&all, "person6@example.com"), "%GOOGLE_JOB_TITLE%"),
+        Some("Head of buying")
+    );
+
+    // Restored at Google: active again.
+    people.edit(4, |c| c.deleted = false);
+    let third = env.run("contacts").await.unwrap();
+    assert_eq!((third.counts.fetched, third.counts.updated), (1, 1));
+    assert_eq!(
+        in_list(&env.all_contacts().await, "person4@example.com"),
+        Some(MembershipStatus::Active)
+    );
+
+    // Eight days on, the chain's full listing is too old: Google answers 410
+    // EXPIRED_SYNC_TOKEN and the run reads everything again, saying so.
+    let later = people.all().iter().map(|p| p.updated).max().unwrap() + chrono::Duration::days(8);
+    people.edit_at(7, later, |c| c.city = Some("Oslo".into()));
+    fake.clear();
+    let fourth = env.run("contacts").await.unwrap();
+    assert_eq!(fourth.outcome, RunOutcome::Completed);
+    assert_eq!(fourth.pass, PassKind::FullRefresh);
+    assert!(
+        fourth
+            .pass_restarted
+            .as_deref()
+            .is_some_and(|r| r.contains("change token")),
+        "{:?}",
+        fourth.pass_restarted
+    );
+    assert_eq!((fourth.counts.fetched, fourth.counts.updated), (25, 1));
+    let pages: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/people/me/connections")
+        .collect();
+    assert!(pages[0].q("syncToken").is_some());
+    assert!(pages[1..].iter().all(|r| r.q("syncToken").is_none()));
+    // The new chain's token works.
+    fake.clear();
+    let fifth = env.run("contacts").await.unwrap();
+    assert_eq!(
+        (fifth.pass, fifth.counts.fetched),
+        (PassKind::Incremental, 0)
+    );
+}

@@ -111,12 +111,39 @@ async fn contacts_through_query_all_with_opt_out_bounce_and_deletions() {
         nine.sources[0].deleted_at.is_some(),
         "marked deleted at the service"
     );
+    let in_list = |all: &[tributary::store::ContactView], email: &str| {
+        contact(all, email)
+            .lists
+            .iter()
+            .find(|m| m.list == "Salesforce")
+            .map(|m| m.status)
+    };
+    assert_eq!(
+        in_list(&all, "person9@example.com"),
+        Some(MembershipStatus::Removed),
+        "removed at source: not mailed, not unsubscribed"
+    );
     assert_eq!(
         field(
             contact(&all, "person2@example.com"),
             "%SALESFORCE_JOB_TITLE%"
         ),
         Some("Head of buying")
+    );
+
+    // Undeleted from the recycle bin (a new SystemModstamp): active again.
+    people.edit(9, |c| c.deleted = false);
+    let summary = env.run("sf").await.unwrap();
+    assert_eq!(summary.counts.updated, 1);
+    let all = env.all_contacts().await;
+    assert_eq!(
+        in_list(&all, "person9@example.com"),
+        Some(MembershipStatus::Active)
+    );
+    assert!(
+        contact(&all, "person9@example.com").sources[0]
+            .deleted_at
+            .is_none()
     );
 }
 

@@ -13,7 +13,8 @@
 use serde_json::{Value, json};
 
 use crate::common::service::{
-    Auth, Canned, Contact, Grant, PageInfo, Paging, Query, Service, TokenEndpoint, by_update,
+    Auth, Canned, Contact, Grant, PageInfo, Paging, Protocol, Query, Service, SyncTokens,
+    TokenEndpoint, by_update,
 };
 
 /// The access token the token endpoint hands out.
@@ -81,6 +82,18 @@ pub fn person(c: &Contact, query: &Query) -> Value {
     p
 }
 
+/// A person deleted since a sync token, as its listing returns it: "resources deleted
+/// since the last sync will be returned as a person with PersonMetadata.deleted set to
+/// true" (people.connections.list); no other field.
+fn deleted_person(c: &Contact) -> Value {
+    json!({
+        "resourceName": format!("people/c{:019}", c.id),
+        "etag": format!("%EgcBAgkLLjc9GgQBAgUHIgxk{}", c.id),
+        "metadata": {"deleted": true, "objectType": "PERSON",
+                     "sources": [{"type": "CONTACT", "id": format!("{:x}", c.id)}]},
+    })
+}
+
 /// The People API with Google's token endpoint at `/token`.
 pub fn service(client: (&str, &str), refresh_token: &str) -> Service {
     Service {
@@ -123,7 +136,7 @@ pub fn service(client: (&str, &str), refresh_token: &str) -> Service {
         filters: Vec::new(),
         // sortOrder LAST_MODIFIED_ASCENDING is the default.
         order: by_update,
-        // Deleted people appear only in sync-token responses.
+        // Deleted people appear only in sync-token responses (`protocol.sync_tokens`).
         lists_deleted: false,
         record: person,
         body: |connections, info: &PageInfo| {
@@ -141,7 +154,29 @@ pub fn service(client: (&str, &str), refresh_token: &str) -> Service {
         fields_param: None,
         required: vec!["personFields"],
         cursor_binds_params: true,
-        protocol: Default::default(),
+        protocol: Protocol {
+            sync_tokens: Some(SyncTokens {
+                request: "requestSyncToken",
+                token: "syncToken",
+                next: "nextSyncToken",
+                lifetime: chrono::Duration::days(7),
+                deleted: deleted_person,
+                // "The request returns a 410 error if syncToken is specified and is
+                // expired" (the reference's earlier text); today's names the ErrorInfo
+                // reason EXPIRED_SYNC_TOKEN. The `status` word is unverified.
+                expired: Canned::json(
+                    410,
+                    json!({"error": {
+                        "code": 410,
+                        "message": "Sync token is expired. Clear local cache and retry call without the sync token.",
+                        "status": "FAILED_PRECONDITION",
+                        "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                                     "reason": "EXPIRED_SYNC_TOKEN", "domain": "googleapis.com"}]
+                    }}),
+                ),
+            }),
+            ..Protocol::default()
+        },
         token: Some(TokenEndpoint {
             path: "/token",
             client: (client.0.to_string(), client.1.to_string()),
