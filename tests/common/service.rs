@@ -474,6 +474,9 @@ pub struct Protocol {
     pub max_results: Option<usize>,
     /// Change tokens (Google People's sync tokens).
     pub sync_tokens: Option<SyncTokens>,
+    /// The parameter that, sent as `true`, lists the archived (deleted) people instead
+    /// of the live ones (HubSpot's `archived=true`).
+    pub archived: Option<&'static str>,
 }
 
 /// Change tokens as Google People hands them out: a listing asked with `request`
@@ -831,6 +834,10 @@ async fn serve(
             _ => return tokens.expired.clone().into_response(),
         }
     }
+    let archived_only = service
+        .protocol
+        .archived
+        .is_some_and(|p| query.get(p).map(String::as_str) == Some("true"));
     let (default, max) = service.page_size;
     let size_param = match &service.paging {
         Paging::Cursor { limit, .. } => *limit,
@@ -860,7 +867,10 @@ async fn serve(
     };
     let mut list: Vec<Contact> = people_now
         .into_iter()
-        .filter(|p| service.lists_deleted || !p.deleted || sync_from.is_some())
+        .filter(|p| match archived_only {
+            true => p.deleted,
+            false => service.lists_deleted || !p.deleted || sync_from.is_some(),
+        })
         .filter(|p| sync_from.is_none_or(|(issued, _)| p.updated > issued))
         .filter(|p| match since {
             Some((t, true)) => p.updated >= t,

@@ -101,6 +101,45 @@ async fn contacts_opt_out_and_bounce_apart_archived_left_out_and_a_daily_pass() 
             .map(|m| m.status),
         Some(MembershipStatus::Unsubscribed)
     );
+
+    // Person 4 is archived: the next daily pass first lists the archived contacts
+    // (`archived=true`), and person 4 leaves the list as `removed` (kept, not
+    // unsubscribed); restored, the pass after makes it active again.
+    let in_list = |all: &[tributary::store::ContactView], email: &str| {
+        contact(all, email)
+            .lists
+            .iter()
+            .find(|m| m.list == "CRM")
+            .map(|m| m.status)
+    };
+    people.edit(4, |c| c.deleted = true);
+    fake.clear();
+    let daily = RunOptions {
+        full_refresh: true,
+        ..RunOptions::default()
+    };
+    let summary = env.run_with("crm", daily.clone()).await.unwrap();
+    let requests = fake.requests();
+    assert_eq!(requests[0].q("archived"), Some("true"));
+    assert!(
+        requests[1..]
+            .iter()
+            .all(|r| r.q("archived") == Some("false"))
+    );
+    // Person 13 was never imported; person 4 was.
+    assert_eq!((summary.counts.deleted, summary.counts.fetched), (2, 24));
+    let all = env.all_contacts().await;
+    assert_eq!(
+        in_list(&all, "person4@example.com"),
+        Some(MembershipStatus::Removed)
+    );
+    assert_eq!(all.len(), 25, "the archived contact is kept");
+    people.edit(4, |c| c.deleted = false);
+    env.run_with("crm", daily).await.unwrap();
+    assert_eq!(
+        in_list(&env.all_contacts().await, "person4@example.com"),
+        Some(MembershipStatus::Active)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

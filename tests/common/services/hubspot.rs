@@ -91,8 +91,9 @@ pub fn service(token: &str) -> Service {
         query_since: None,
         filters: Vec::new(),
         order: |c, _| (c.id as i64, 0),
-        // `archived=false` (the default) lists live contacts only; the fake keeps no
-        // archived list of its own.
+        // `archived=false` (the default) lists live contacts only; `archived=true` only
+        // the archived ones, with `archived: true` ("Whether to return only results
+        // that have been archived", crm/v3 objects list reference).
         lists_deleted: false,
         record: contact,
         body: |results, info: &PageInfo| {
@@ -106,7 +107,10 @@ pub fn service(token: &str) -> Service {
         fields_param: None,
         required: Vec::new(),
         cursor_binds_params: false,
-        protocol: Default::default(),
+        protocol: crate::common::service::Protocol {
+            archived: Some("archived"),
+            ..Default::default()
+        },
         token: None,
     }
 }
