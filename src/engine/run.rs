@@ -1113,6 +1113,13 @@ impl Run {
                 group.deleted.extend(deleted);
                 group.seen.extend(seen_ids);
                 group.sweep = seen_pass.is_some() && matches!(step, Step::Done(_));
+                if group.sweep && paginator.position().records == 0 {
+                    // A full pass that returned nobody at all is far more often a service
+                    // answering wrongly (an empty 204, a filter it dropped) than an account
+                    // emptied: it removes nothing.
+                    tracing::warn!(importer = %importer.id, "The full pass returned no record at all; nothing is removed as gone (gone_after_full_pass).");
+                    group.sweep = false;
+                }
                 group.pages += 1;
                 group.counts += page_counts;
                 group.target = Some(GroupTarget {

@@ -477,6 +477,79 @@ pub struct Protocol {
     /// The parameter that, sent as `true`, lists the archived (deleted) people instead
     /// of the live ones (HubSpot's `archived=true`).
     pub archived: Option<&'static str>,
+    /// A list of the deleted people at a path of its own (Zoho's `/Contacts/deleted`).
+    pub deleted_list: Option<DeletedList>,
+}
+
+/// A deletions endpoint: `GET path` lists the deleted people (deleted at their update
+/// time) by id, from the service's update-time filter on (its `since`, inclusive),
+/// with page numbers (`page` from 1, `per_page` up to the service's page size), and
+/// answers `empty_status` with no body when none is left. Other parameters than
+/// `params`, the paging ones and the filter are refused as on the list.
+#[derive(Clone)]
+pub struct DeletedList {
+    /// Path.
+    pub path: &'static str,
+    /// Parameters accepted besides `page`, `per_page` and the update-time filter.
+    pub params: Vec<&'static str>,
+    /// One deleted person as the endpoint writes it.
+    pub record: fn(&Contact) -> Value,
+    /// The page around the records: records, page number, page size, more to come.
+    pub body: fn(Vec<Value>, usize, usize, bool) -> Value,
+    /// The status with no body when there is nothing to list.
+    pub empty_status: u16,
+}
+
+/// Serves a [`DeletedList`] request (authorized, rate-limited, parameters read).
+fn deleted_page(service: &Service, list: &DeletedList, people: &People, query: &Query) -> Response {
+    let since_param = service.since.as_ref().map(|s| s.param);
+    if let Some(unknown) = query.keys().find(|k| {
+        !(list.params.contains(&k.as_str())
+            || *k == "page"
+            || *k == "per_page"
+            || Some(k.as_str()) == since_param)
+    }) {
+        return (service.bad_param)(unknown).into_response();
+    }
+    let since = match (
+        service.since.as_ref(),
+        since_param.and_then(|p| query.get(p)),
+    ) {
+        (Some(s), Some(text)) => match (s.parse)(text) {
+            Some(t) => Some(t),
+            None => return (service.bad_param)(s.param).into_response(),
+        },
+        _ => None,
+    };
+    let number = |name: &str, default: usize| match query.get(name) {
+        None => Some(default),
+        Some(v) => v.parse::<usize>().ok().filter(|n| *n >= 1),
+    };
+    let (Some(page), Some(per_page)) = (number("page", 1), number("per_page", service.page_size.0))
+    else {
+        return (service.bad_param)("page").into_response();
+    };
+    let per_page = per_page.min(service.page_size.1);
+    let mut deleted: Vec<Contact> = people
+        .all()
+        .into_iter()
+        .filter(|p| p.deleted && since.is_none_or(|t| p.updated >= t))
+        .collect();
+    deleted.sort_by_key(|p| p.id);
+    let start = (page - 1) * per_page;
+    let records: Vec<Value> = deleted
+        .iter()
+        .skip(start)
+        .take(per_page)
+        .map(list.record)
+        .collect();
+    if records.is_empty() {
+        return StatusCode::from_u16(list.empty_status)
+            .unwrap()
+            .into_response();
+    }
+    let more = start + per_page < deleted.len();
+    axum::Json((list.body)(records, page, per_page, more)).into_response()
 }
 
 /// Change tokens as Google People hands them out: a listing asked with `request`
@@ -676,7 +749,14 @@ async fn serve(
         Some(_) => Method::POST,
         None => Method::GET,
     };
-    if method != list_method || (uri.path() != service.path && locator.is_none()) {
+    let deleted_list = service
+        .protocol
+        .deleted_list
+        .as_ref()
+        .filter(|d| method == Method::GET && uri.path() == d.path);
+    if deleted_list.is_none()
+        && (method != list_method || (uri.path() != service.path && locator.is_none()))
+    {
         return Canned::json(404, json!({"error": "not found"})).into_response();
     }
     let mut pairs: Vec<(String, String)> =
@@ -732,6 +812,9 @@ async fn serve(
             return throttle.refusal.clone().into_response();
         }
         extra_headers = (throttle.headers)(throttle.every - served % throttle.every);
+    }
+    if let Some(list) = deleted_list {
+        return deleted_page(service, list, &fake.people, &query);
     }
     // A query locator stands for the whole first request: nothing may come with it.
     let mut locator_at = None;

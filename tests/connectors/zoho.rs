@@ -91,10 +91,23 @@ async fn contacts_by_page_token_an_expired_token_renewed_and_if_modified_since()
     assert_eq!((c.fetched, c.updated, c.unchanged, c.created), (3, 2, 1, 0));
     let requests = fake.requests();
     let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
+    // The deletions first (none yet: 204), refused with the expired token, renewed, sent
+    // again; then the list (refused once by the fake's rate limit, sent again).
     assert_eq!(
         paths,
-        ["/crm/v5/Contacts", "/oauth/v2/token", "/crm/v5/Contacts"],
+        [
+            "/crm/v5/Contacts/deleted",
+            "/oauth/v2/token",
+            "/crm/v5/Contacts/deleted",
+            "/crm/v5/Contacts",
+            "/crm/v5/Contacts"
+        ],
         "refused, renewed, sent again"
+    );
+    assert_eq!(
+        requests[4].header("if-modified-since"),
+        requests[2].header("if-modified-since"),
+        "the deletions and the pass ask from the same time"
     );
     assert_eq!(
         requests[2].header("authorization"),
@@ -120,24 +133,51 @@ async fn contacts_by_page_token_an_expired_token_renewed_and_if_modified_since()
         Some(MembershipStatus::Unsubscribed)
     );
 
-    // Both are then deleted at Zoho (deleted contacts are not listed): nothing is
-    // modified since the watermark, Zoho answers 304 with no body, and the pass ends.
+    // Both are then deleted at Zoho (deleted contacts are not listed): the deletions
+    // request lists them, nothing is modified since the watermark, Zoho answers the list
+    // 304 with no body, and the pass ends. Person 2 leaves the list as `removed` (kept,
+    // not unsubscribed); person 9's unsubscribe stays what it was.
     people.edit(2, |c| c.deleted = true);
     people.edit(9, |c| c.deleted = true);
     fake.clear();
     let summary = env.run("crm").await.unwrap();
     assert_eq!(
-        (summary.outcome, summary.counts.fetched),
-        (RunOutcome::Completed, 0)
+        (
+            summary.outcome,
+            summary.counts.fetched,
+            summary.counts.deleted
+        ),
+        (RunOutcome::Completed, 0, 2)
     );
     let requests = fake.requests();
-    // (Two requests: the fake's rate limit refuses this one once.)
-    assert_eq!(requests.len(), 2);
     assert!(
         requests
             .iter()
             .all(|r| r.header("if-modified-since") == Some("2024-05-01T16:10:00+00:00"))
     );
+    let deletions = requests
+        .iter()
+        .find(|r| r.path == "/crm/v5/Contacts/deleted")
+        .expect("the deletions are read");
+    assert_eq!(
+        (deletions.q("type"), deletions.q("page")),
+        (Some("all"), Some("1"))
+    );
+    let members: std::collections::HashMap<String, Option<MembershipStatus>> =
+        consent(&env, "Zoho")
+            .await
+            .into_iter()
+            .map(|(email, _, member)| (email, member))
+            .collect();
+    assert_eq!(
+        members["person2@example.com"],
+        Some(MembershipStatus::Removed)
+    );
+    assert_eq!(
+        members["person9@example.com"],
+        Some(MembershipStatus::Unsubscribed)
+    );
+    assert_eq!(members.len(), 25, "deleted contacts are kept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -375,6 +375,31 @@ async fn gone_after_full_pass_removes_only_after_a_complete_full_pass() {
         run = env.run("vip").await.unwrap();
     }
     assert_eq!(statuses(&env, "VIP", 6).await[0], Some(A));
+
+    // A complete full pass that returns nobody at all removes nothing: an empty answer
+    // is more often the service's fault than an emptied account.
+    for id in 1..=5 {
+        crm.lock().unwrap().change(id, |r| r.tag = "former".into());
+    }
+    let before = statuses(&env, "VIP", 6).await;
+    let mut run = env
+        .run_with(
+            "vip",
+            RunOptions {
+                full_refresh: true,
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    while run.outcome == RunOutcome::Partial {
+        run = env.run("vip").await.unwrap();
+    }
+    assert_eq!(
+        (run.outcome, run.counts.fetched),
+        (RunOutcome::Completed, 0)
+    );
+    assert_eq!(statuses(&env, "VIP", 6).await, before);
     drop(fake);
 }
 

@@ -22,8 +22,8 @@ use chrono::{DateTime, FixedOffset, Utc};
 use serde_json::{Map, Value, json};
 
 use crate::common::service::{
-    Auth, Canned, Consent, Contact, Grant, PageInfo, Paging, Protocol, Query, Service, Since,
-    Throttle, TokenEndpoint, Tokens,
+    Auth, Canned, Consent, Contact, DeletedList, Grant, PageInfo, Paging, Protocol, Query, Service,
+    Since, Throttle, TokenEndpoint, Tokens,
 };
 
 /// Every field a Contacts request may name in `fields` here (a subset of Zoho's).
@@ -180,6 +180,26 @@ pub fn service(base: &str, client: (&str, &str), refresh_token: &str, tokens: &T
                 } else {
                     204
                 }
+            }),
+            // "Get List of Deleted Records" (v2 reference, unchanged since): `type`
+            // (all, recycle, permanent), `page`, `per_page`, `If-Modified-Since`; each
+            // record's `id`, `display_name`, `type`, `deleted_by`, `deleted_time`; `info`
+            // with `more_records`. Unverified: the 204 for nothing deleted (as the
+            // records endpoint answers an empty module).
+            deleted_list: Some(DeletedList {
+                path: "/crm/v5/Contacts/deleted",
+                params: vec!["type"],
+                record: |c| {
+                    json!({"id": record_id(c.id), "display_name": c.full_name(), "type": "recycle",
+                           "deleted_by": {"name": "Rep 10", "id": "415086800000022501"},
+                           "created_by": {"name": "Rep 10", "id": "415086800000022501"},
+                           "deleted_time": org_time(c.updated)})
+                },
+                body: |data, page, per_page, more| {
+                    json!({"data": data, "info": {"per_page": per_page, "count": data.len(),
+                           "page": page, "more_records": more}})
+                },
+                empty_status: 204,
             }),
             throttle: Some(Throttle {
                 every: 3,
