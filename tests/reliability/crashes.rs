@@ -4,6 +4,7 @@
 //! read-only store for SQLite. Each ends with the store exact against the service (the
 //! checks of `hostile.rs`): lost = 0, duplicated = 0, differing = 0.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,6 +44,13 @@ async fn service(people: Arc<Vec<Person>>, delay: Duration) -> HostileService {
 /// A config tree importing from `base` into `store_url`, 250 people a page.
 fn env_for(dir: tempfile::TempDir, store_url: &str, base: &str, budget: u32) -> SyncEnv {
     let env = SyncEnv::with_store(dir, store_url.to_string());
+    let token = env.secret("token", "crash-Bearer-7u");
+    env_with_token(env, store_url, base, budget, &token)
+}
+
+/// [`env_for`] with the token reference given: two trees that name one credential file
+/// have one importer fingerprint.
+fn env_with_token(env: SyncEnv, store_url: &str, base: &str, budget: u32, token: &str) -> SyncEnv {
     std::fs::write(
         &env.config,
         format!("store: \"{store_url}\"\nlimits: {{max_value_bytes: {MAX_VALUE}}}\n"),
@@ -52,8 +60,7 @@ fn env_for(dir: tempfile::TempDir, store_url: &str, base: &str, budget: u32) -> 
     env.importer(
         "h",
         &format!(
-            "connector: hostile\ncredentials:\n  token: {}\nsettings:\n  base: \"{base}\"\nlist: People\npage_size: 250\npage_budget: {budget}\n",
-            env.secret("token", "crash-Bearer-7u")
+            "connector: hostile\ncredentials:\n  token: {token}\nsettings:\n  base: \"{base}\"\nlist: People\npage_size: 250\npage_budget: {budget}\n"
         ),
     );
     env
@@ -97,6 +104,24 @@ async fn thirty_sigkills_at_random_moments_of_one_import_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("tributary.db").display());
     let env = env_for(dir, &url, &fake.base, 0);
+    // The same import never killed, beside it: the killed one must end equal to it.
+    let reference = {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("tributary.db").display());
+        // The killed tree's credential file (written again, same content).
+        let token = env.secret("token", "crash-Bearer-7u");
+        env_with_token(
+            SyncEnv::with_store(dir, url.clone()),
+            &url,
+            &fake.base,
+            0,
+            &token,
+        )
+    };
+    let unkilled = {
+        let mut command = tributary(&reference);
+        tokio::spawn(async move { command.output().await.unwrap() })
+    };
     let mut rng = StdRng::seed_from_u64(11);
     let mut kills = 0;
     let mut starts = 0;
@@ -128,6 +153,29 @@ async fn thirty_sigkills_at_random_moments_of_one_import_lose_nothing() {
     }
     finish(&env).await;
     assert_exact(71, &env, &served).await;
+    let unkilled = unkilled.await.unwrap();
+    assert_eq!(
+        unkilled.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&unkilled.stderr)
+    );
+    // Every table, row by row (run ids, timestamps and the run history apart).
+    let (want, got) = (
+        crate::sync::crash::dump(&reference).await,
+        crate::sync::crash::dump(&env).await,
+    );
+    assert!(want.iter().filter(|r| r.starts_with("contacts: ")).count() > 19_000);
+    let (want_rows, got_rows): (BTreeSet<&String>, BTreeSet<&String>) =
+        (want.iter().collect(), got.iter().collect());
+    let missing: Vec<_> = want_rows.difference(&got_rows).take(5).collect();
+    let extra: Vec<_> = got_rows.difference(&want_rows).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty() && got.len() == want.len(),
+        "the store differs from the import never killed: {} rows against {}; missing {missing:?}; extra {extra:?}",
+        got.len(),
+        want.len()
+    );
     let store = env.store().await;
     let runs = store.runs("h", 100).await.unwrap();
     assert!(
@@ -135,7 +183,7 @@ async fn thirty_sigkills_at_random_moments_of_one_import_lose_nothing() {
         "every killed run was closed in the history"
     );
     println!(
-        "sigkill: {kills} SIGKILLs during one import of {} people, restarted each time: lost = 0, duplicated = 0, differing = 0",
+        "sigkill: {kills} SIGKILLs during one import of {} people, restarted each time: lost = 0, duplicated = 0, differing = 0; every table equal to an import never killed",
         served.len()
     );
 }

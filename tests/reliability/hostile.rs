@@ -6,13 +6,22 @@
 //! carry a value over `limits.max_value_bytes`. A failed run is run again, as the
 //! scheduler would, and resumes from its checkpoint.
 //!
-//! Afterwards the store must be exact: its contacts, memberships, custom values and
-//! sources equal what the service holds (the oversized people skipped and counted), none
-//! missing, extra or duplicated, no stale value; and the other origin received nothing.
+//! While the pass pages, the service also **updates people**, already read or not: each
+//! update gives the person a newer update time, which moves them to the end of the
+//! service's order. The service pages by update time with a keyset cursor, as services
+//! that sort by update time do, so no one is skipped and an updated person is served again
+//! later in the pass; an update made after the pass went by is read by the next
+//! (incremental) run.
+//!
+//! After the first pass and one incremental run with no more updates, the store must be
+//! exact: its contacts, memberships, custom values and sources equal what the service
+//! holds (the oversized people skipped and counted), none missing, extra or duplicated, no
+//! stale value; and the other origin received nothing.
 //!
 //! `TRIBUTARY_HOSTILE_SEEDS` and `TRIBUTARY_HOSTILE_PEOPLE` make a longer run.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +41,8 @@ const FAULT_RATE: f64 = 0.2;
 const MAX_RUNS: usize = 60;
 /// Page size the importer asks for.
 const PAGE: usize = 500;
+/// Share of good answers after which the service updates a few people.
+const UPDATE_RATE: f64 = 0.5;
 /// `limits.max_value_bytes` in the test's config.
 pub const MAX_VALUE: usize = 4096;
 
@@ -52,6 +63,17 @@ pub struct Person {
     tier: String,
     score: i64,
     pub notes: String,
+    /// Update time, in seconds after [`EPOCH`].
+    updated: i64,
+}
+
+/// The service's update times count from here (2024-01-01T00:00:00Z).
+const EPOCH: i64 = 1_704_067_200;
+
+fn stamp(updated: i64) -> String {
+    chrono::DateTime::from_timestamp(EPOCH + updated, 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 pub fn people(seed: u64, n: usize) -> Vec<Person> {
@@ -77,6 +99,7 @@ pub fn people(seed: u64, n: usize) -> Vec<Person> {
                 } else {
                     format!("note {id}")
                 },
+                updated: id as i64,
             }
         })
         .collect()
@@ -91,12 +114,21 @@ fn record(p: &Person) -> Value {
         "tier": p.tier,
         "score": p.score,
         "notes": p.notes,
+        "updated": stamp(p.updated),
     })
 }
 
-/// The hostile service's state: its people, its dice, what it has done.
+/// The hostile service's state: its people (person `id` at index `id - 1`), their order
+/// by update time, its dice, what it has done.
 struct Service {
     people: Vec<Person>,
+    /// `(updated, id)` of every person: the order pages are served in.
+    order: BTreeSet<(i64, usize)>,
+    /// The newest update time given.
+    clock: i64,
+    /// Whether people are still being updated.
+    updating: bool,
+    updates: usize,
     rng: StdRng,
     thief: String,
     faults: BTreeMap<&'static str, usize>,
@@ -125,19 +157,108 @@ pub fn page_body(people: &[Person], start: usize, limit: usize, next: Option<usi
 }
 
 impl Service {
+    fn new(seed: u64, n: usize, thief: String) -> Service {
+        let people = people(seed, n);
+        Service {
+            order: people.iter().map(|p| (p.updated, p.id)).collect(),
+            clock: n as i64,
+            people,
+            updating: true,
+            updates: 0,
+            rng: StdRng::seed_from_u64(seed),
+            thief,
+            faults: BTreeMap::new(),
+        }
+    }
+
+    /// Updates one to three people picked at random (read by the pass already or not):
+    /// new names and values, a newer update time, the end of the order.
+    fn update_some(&mut self) {
+        for _ in 0..self.rng.random_range(1..=3) {
+            let index = self.rng.random_range(0..self.people.len());
+            self.clock += 1;
+            let (tier, score, last) = (
+                ["gold", "silver", "bronze", "platinum"][self.rng.random_range(0..4)],
+                self.rng.random_range(-1000..1000),
+                format!("Updäted{}", self.clock),
+            );
+            let person = &mut self.people[index];
+            self.order.remove(&(person.updated, person.id));
+            person.updated = self.clock;
+            person.tier = tier.to_string();
+            person.score = score;
+            person.last = last;
+            self.order.insert((person.updated, person.id));
+            self.updates += 1;
+        }
+    }
+
+    /// Up to `limit` people after `after` (or from the start) updated at or after `since`,
+    /// in update-time order, and the cursor of the page after (`k<updated>_<id>` of the
+    /// last one), `None` at the end.
+    fn page(&self, since: i64, after: Option<(i64, usize)>, limit: usize) -> Value {
+        let lower = after.map_or(Bound::Included((since, 0)), Bound::Excluded);
+        let keys: Vec<(i64, usize)> = self
+            .order
+            .range((lower, Bound::Unbounded))
+            .filter(|(updated, _)| *updated >= since)
+            .take(limit)
+            .copied()
+            .collect();
+        let next = keys.last().filter(|last| {
+            keys.len() == limit
+                && self
+                    .order
+                    .range((Bound::Excluded(**last), Bound::Unbounded))
+                    .next()
+                    .is_some()
+        });
+        let records: Vec<Value> = keys
+            .iter()
+            .map(|(_, id)| record(&self.people[id - 1]))
+            .collect();
+        json!({"data": records, "next": next.map(|(u, id)| format!("k{u}_{id}"))})
+    }
+
+    /// The `limit` people before the cursor `after`: what the previous page served.
+    fn previous_page(&self, since: i64, after: Option<(i64, usize)>, limit: usize) -> Value {
+        let Some(after) = after else {
+            return self.page(since, None, limit);
+        };
+        let mut keys: Vec<(i64, usize)> = self
+            .order
+            .range((Bound::Included((since, 0)), Bound::Included(after)))
+            .rev()
+            .take(limit)
+            .copied()
+            .collect();
+        keys.reverse();
+        let records: Vec<Value> = keys
+            .iter()
+            .map(|(_, id)| record(&self.people[id - 1]))
+            .collect();
+        json!({"data": records, "next": format!("k{}_{}", after.0, after.1)})
+    }
+
     fn answer(&mut self, request: &HostileRequest) -> Reply {
         let limit: usize = request
             .q("limit")
             .and_then(|l| l.parse().ok())
             .unwrap_or(PAGE);
-        let start: usize = request
+        let after: Option<(i64, usize)> = request
             .q("cursor")
-            .and_then(|c| c.strip_prefix('c'))
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let total = self.people.len();
-        let next = (start + limit < total).then_some(start + limit);
-        let good = page_body(&self.people, start, limit, next);
+            .and_then(|c| c.strip_prefix('k'))
+            .and_then(|c| c.split_once('_'))
+            .and_then(|(u, id)| Some((u.parse().ok()?, id.parse().ok()?)));
+        let since: i64 = request
+            .q("since")
+            .filter(|s| !s.is_empty())
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            .map_or(i64::MIN, |t| t.timestamp() - EPOCH);
+        let good = self.page(since, after, limit);
+        if self.updating && self.rng.random_bool(UPDATE_RATE) {
+            self.update_some();
+        }
         if !self.rng.random_bool(FAULT_RATE) {
             return Reply::json(200, &good);
         }
@@ -167,15 +288,14 @@ impl Service {
                 declared: text.len() / 3,
                 body: text[..text.len() / 3].to_vec(),
             },
-            "repeated page" => {
-                let previous = start.saturating_sub(limit);
-                Reply::json(
-                    200,
-                    &page_body(&self.people, previous, limit, Some(previous + limit)),
-                )
-            }
+            "repeated page" => Reply::json(200, &self.previous_page(since, after, limit)),
             "looping cursor" => {
-                Reply::json(200, &page_body(&self.people, start, limit, Some(start)))
+                // The cursor of this request again (the first page has none to repeat).
+                let mut looping = good.clone();
+                if let Some(cursor) = request.q("cursor").filter(|c| !c.is_empty()) {
+                    looping["next"] = json!(cursor);
+                }
+                Reply::json(200, &looping)
             }
             "redirect to another origin" => Reply::status(
                 302,
@@ -223,46 +343,55 @@ contacts:
 sync: {mode: full_refresh}
 "#;
 
+/// [`CONNECTOR`] as the updating service is read: sorted by update time, an inclusive
+/// `since`, incremental after the first pass.
+const SORTED_CONNECTOR: &str = r#"
+spec_version: 1
+service: hostile
+base_url: "{{settings.base}}"
+settings:
+  base: {}
+auth:
+  key: {type: bearer, token: "{{credentials.token}}"}
+timeouts: {connect: PT1S, request: PT1S}
+contacts:
+  request:
+    path: /people
+    query: {limit: "{{page_size}}", cursor: "{{cursor}}", since: "{{since}}"}
+  pagination: {type: cursor, cursor: $.next, stop: [missing_token]}
+  records: $.data[*]
+  page_size: {max: 1000}
+  fields:
+    email: $.email
+    first_name: $.first
+    last_name: $.last
+    external_id: $.id
+    updated_at: {path: $.updated, format: rfc3339}
+  custom_fields:
+    - {label: Tier, path: $.tier, type: text}
+    - {label: Score, path: $.score, type: number}
+    - {label: Notes, path: $.notes, type: text}
+sync:
+  mode: incremental
+  since_format: rfc3339
+  order: updated_asc
+  since_inclusive: true
+"#;
+
 /// What one seed took.
 #[derive(Debug)]
 struct SeedReport {
     runs: usize,
+    /// People updated while the first pass paged.
+    updates: usize,
     requests: usize,
     faults: BTreeMap<&'static str, usize>,
     oversized: usize,
 }
 
-async fn one_seed(seed: u64, n: usize) -> SeedReport {
-    let thief = HostileService::start(|_| Reply::json(200, &json!({"data": []}))).await;
-    let service = Arc::new(Mutex::new(Service {
-        people: people(seed, n),
-        rng: StdRng::seed_from_u64(seed),
-        thief: thief.base.clone(),
-        faults: BTreeMap::new(),
-    }));
-    let fake = {
-        let service = service.clone();
-        HostileService::start(move |r| service.lock().unwrap().answer(r)).await
-    };
-    let env = SyncEnv::new();
-    std::fs::write(
-        &env.config,
-        format!(
-            "store: \"{}\"\nlimits: {{max_response_bytes: 1048576, max_value_bytes: {MAX_VALUE}}}\n",
-            env.store_url
-        ),
-    )
-    .unwrap();
-    env.connector("hostile", CONNECTOR);
-    env.importer(
-        "h",
-        &format!(
-            "connector: hostile\ncredentials:\n  token: {}\nsettings:\n  base: \"{}\"\nlist: People\npage_size: {PAGE}\npage_budget: 0\n",
-            env.secret("token", "hostile-Bearer-Q8v"),
-            fake.base
-        ),
-    );
-    let limits = env.plan().daemon.limits;
+/// Runs the importer until a pass completes, as the scheduler would after failures;
+/// returns the runs it took.
+async fn complete_a_pass(seed: u64, env: &SyncEnv, limits: tributary::plan::Limits) -> usize {
     let mut runs = 0;
     loop {
         runs += 1;
@@ -280,7 +409,7 @@ async fn one_seed(seed: u64, n: usize) -> SeedReport {
             )
             .await;
         match result {
-            Ok(summary) if summary.outcome == RunOutcome::Completed => break,
+            Ok(summary) if summary.outcome == RunOutcome::Completed => return runs,
             Ok(summary) => panic!("seed {seed}: unexpected outcome {summary:?}"),
             Err(RunError::Failed { message, .. }) => {
                 assert!(!message.contains("hostile-Bearer-Q8v"), "{message}");
@@ -288,10 +417,48 @@ async fn one_seed(seed: u64, n: usize) -> SeedReport {
             Err(other) => panic!("seed {seed}: {other}"),
         }
     }
+}
+
+async fn one_seed(seed: u64, n: usize) -> SeedReport {
+    let thief = HostileService::start(|_| Reply::json(200, &json!({"data": []}))).await;
+    let service = Arc::new(Mutex::new(Service::new(seed, n, thief.base.clone())));
+    let fake = {
+        let service = service.clone();
+        HostileService::start(move |r| service.lock().unwrap().answer(r)).await
+    };
+    let env = SyncEnv::new();
+    std::fs::write(
+        &env.config,
+        format!(
+            "store: \"{}\"\nlimits: {{max_response_bytes: 1048576, max_value_bytes: {MAX_VALUE}}}\n",
+            env.store_url
+        ),
+    )
+    .unwrap();
+    env.connector("hostile", SORTED_CONNECTOR);
+    env.importer(
+        "h",
+        &format!(
+            "connector: hostile\ncredentials:\n  token: {}\nsettings:\n  base: \"{}\"\nlist: People\npage_size: {PAGE}\npage_budget: 0\n",
+            env.secret("token", "hostile-Bearer-Q8v"),
+            fake.base
+        ),
+    );
+    let limits = env.plan().daemon.limits;
+    // The first pass, with people updated while it pages; then, updates over, one
+    // incremental pass reads what changed after the first went by.
+    let mut runs = complete_a_pass(seed, &env, limits).await;
+    let updates = {
+        let mut service = service.lock().unwrap();
+        service.updating = false;
+        service.updates
+    };
+    runs += complete_a_pass(seed, &env, limits).await;
     let (served, faults) = {
         let service = service.lock().unwrap();
         (service.people.clone(), service.faults.clone())
     };
+    assert!(updates > 0, "seed {seed}: no one was updated mid-pass");
     assert_exact(seed, &env, &served).await;
     assert!(
         thief.requests().is_empty(),
@@ -300,6 +467,7 @@ async fn one_seed(seed: u64, n: usize) -> SeedReport {
     );
     SeedReport {
         runs,
+        updates,
         requests: fake.requests().len(),
         faults,
         oversized: served.iter().filter(|p| p.notes.len() > MAX_VALUE).count(),
@@ -409,8 +577,10 @@ async fn imports_through_a_hostile_service_are_exact() {
             reports
         })
         .await;
+    let mut updates = 0;
     for report in reports {
         runs += report.runs;
+        updates += report.updates;
         requests += report.requests;
         oversized += report.oversized;
         for (fault, count) in report.faults {
@@ -419,6 +589,7 @@ async fn imports_through_a_hostile_service_are_exact() {
     }
     println!(
         "hostile service: {seeds} seeds x {n} people, {runs} runs, {requests} requests, \
+         {updates} people updated while the first pass paged, \
          {oversized} people with an oversized value skipped, lost = 0, duplicated = 0, \
          differing = 0, requests to the other origin = 0, {:.1} s",
         started.elapsed().as_secs_f64()

@@ -304,7 +304,7 @@ fn run_command(env: &SyncEnv) -> tokio::process::Command {
 /// imports of the same data by nature: run ids, timestamps, the run history, the lease
 /// and the log of page commits (one row per write: a killed run's writes group pages
 /// differently), the migration log.
-async fn dump(env: &SyncEnv) -> Vec<String> {
+pub(crate) async fn dump(env: &SyncEnv) -> Vec<String> {
     use sqlx::{Connection as _, Row as _};
     let mut conn = sqlx::SqliteConnection::connect(&env.store_url)
         .await

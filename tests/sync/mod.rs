@@ -7,7 +7,7 @@ mod backoff;
 mod bad_data;
 mod change_token;
 mod cli;
-mod crash;
+pub(crate) mod crash;
 mod deletions;
 mod error_rules;
 mod fakes;
