@@ -482,34 +482,63 @@ pub struct Protocol {
 }
 
 /// A deletions endpoint: `GET path` lists the deleted people (deleted at their update
-/// time) by id, from the service's update-time filter on (its `since`, inclusive),
-/// with page numbers (`page` from 1, `per_page` up to the service's page size), and
-/// answers `empty_status` with no body when none is left. Other parameters than
-/// `params`, the paging ones and the filter are refused as on the list.
+/// time), from the service's update-time filter on (its `since`, inclusive), paged as
+/// `paging` says, and answers `empty_status` with no body when none is left. Other
+/// parameters than `params`, `required`, the paging ones and the filter are refused as
+/// on the list.
 #[derive(Clone)]
 pub struct DeletedList {
     /// Path.
     pub path: &'static str,
-    /// Parameters accepted besides `page`, `per_page` and the update-time filter.
+    /// Parameters accepted besides the paging ones and the update-time filter.
     pub params: Vec<&'static str>,
+    /// Parameters that must be sent with exactly this value (Stripe's events list returns
+    /// every kind of event without `type=customer.deleted`).
+    pub required: Vec<(&'static str, &'static str)>,
+    /// How its pages go.
+    pub paging: DeletedPaging,
     /// One deleted person as the endpoint writes it.
     pub record: fn(&Contact) -> Value,
     /// The page around the records: records, page number, page size, more to come.
     pub body: fn(Vec<Value>, usize, usize, bool) -> Value,
-    /// The status with no body when there is nothing to list.
-    pub empty_status: u16,
+    /// The status with no body when there is nothing to list (`None`: an empty page).
+    pub empty_status: Option<u16>,
+}
+
+/// How a [`DeletedList`] pages.
+#[derive(Clone)]
+pub enum DeletedPaging {
+    /// By id, `page` from 1 and `per_page` (Zoho).
+    PageNumber,
+    /// Newest deletion first, `limit`, and `starting_after` = the last record's id as
+    /// `id` writes it (Stripe's events).
+    StartingAfter {
+        /// A deleted person's record id.
+        id: fn(&Contact) -> String,
+    },
 }
 
 /// Serves a [`DeletedList`] request (authorized, rate-limited, parameters read).
 fn deleted_page(service: &Service, list: &DeletedList, people: &People, query: &Query) -> Response {
     let since_param = service.since.as_ref().map(|s| s.param);
+    let paging: &[&str] = match list.paging {
+        DeletedPaging::PageNumber => &["page", "per_page"],
+        DeletedPaging::StartingAfter { .. } => &["limit", "starting_after"],
+    };
     if let Some(unknown) = query.keys().find(|k| {
         !(list.params.contains(&k.as_str())
-            || *k == "page"
-            || *k == "per_page"
+            || list.required.iter().any(|(name, _)| name == k)
+            || paging.contains(&k.as_str())
             || Some(k.as_str()) == since_param)
     }) {
         return (service.bad_param)(unknown).into_response();
+    }
+    if let Some((name, _)) = list
+        .required
+        .iter()
+        .find(|(name, value)| query.get(*name).map(String::as_str) != Some(*value))
+    {
+        return (service.bad_param)(name).into_response();
     }
     let since = match (
         service.since.as_ref(),
@@ -525,28 +554,48 @@ fn deleted_page(service: &Service, list: &DeletedList, people: &People, query: &
         None => Some(default),
         Some(v) => v.parse::<usize>().ok().filter(|n| *n >= 1),
     };
-    let (Some(page), Some(per_page)) = (number("page", 1), number("per_page", service.page_size.0))
-    else {
-        return (service.bad_param)("page").into_response();
-    };
-    let per_page = per_page.min(service.page_size.1);
     let mut deleted: Vec<Contact> = people
         .all()
         .into_iter()
         .filter(|p| p.deleted && since.is_none_or(|t| p.updated >= t))
         .collect();
-    deleted.sort_by_key(|p| p.id);
-    let start = (page - 1) * per_page;
+    let (page, per_page, start) = match list.paging {
+        DeletedPaging::PageNumber => {
+            deleted.sort_by_key(|p| p.id);
+            let (Some(page), Some(per_page)) =
+                (number("page", 1), number("per_page", service.page_size.0))
+            else {
+                return (service.bad_param)("page").into_response();
+            };
+            let per_page = per_page.min(service.page_size.1);
+            (page, per_page, (page - 1) * per_page)
+        }
+        DeletedPaging::StartingAfter { id } => {
+            deleted.sort_by_key(|p| (std::cmp::Reverse(p.updated), std::cmp::Reverse(p.id)));
+            let Some(limit) = number("limit", service.page_size.0) else {
+                return (service.bad_param)("limit").into_response();
+            };
+            let limit = limit.min(service.page_size.1);
+            let start = match query.get("starting_after") {
+                None => 0,
+                Some(last) => match deleted.iter().position(|c| id(c) == *last) {
+                    Some(i) => i + 1,
+                    None => return (service.bad_param)("starting_after").into_response(),
+                },
+            };
+            (start / limit + 1, limit, start)
+        }
+    };
     let records: Vec<Value> = deleted
         .iter()
         .skip(start)
         .take(per_page)
         .map(list.record)
         .collect();
-    if records.is_empty() {
-        return StatusCode::from_u16(list.empty_status)
-            .unwrap()
-            .into_response();
+    if records.is_empty()
+        && let Some(status) = list.empty_status
+    {
+        return StatusCode::from_u16(status).unwrap().into_response();
     }
     let more = start + per_page < deleted.len();
     axum::Json((list.body)(records, page, per_page, more)).into_response()

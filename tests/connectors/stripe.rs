@@ -85,6 +85,44 @@ async fn customers_newest_first_by_last_id_and_a_daily_pass() {
         .unwrap();
     let c = &summary.counts;
     assert_eq!((c.fetched, c.updated, c.unchanged), (25, 2, 23));
+
+    // Customers 7 and 8 are deleted: the next daily pass first reads the
+    // `customer.deleted` events (newest first, paged by the last event's id), and their
+    // memberships become `removed`; the contacts are kept.
+    people.edit(7, |c| c.deleted = true);
+    people.edit(8, |c| c.deleted = true);
+    fake.clear();
+    let summary = env
+        .run_with(
+            "billing",
+            RunOptions {
+                full_refresh: true,
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((summary.counts.deleted, summary.counts.fetched), (2, 23));
+    let events: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/events")
+        .collect();
+    assert!(!events.is_empty());
+    assert!(
+        events
+            .iter()
+            .all(|r| r.q("type") == Some("customer.deleted"))
+    );
+    let members = consent(&env, "Billing").await;
+    for (email, _, member) in &members {
+        let want = match email.as_str() {
+            "person7@example.com" | "person8@example.com" => MembershipStatus::Removed,
+            _ => MembershipStatus::Active,
+        };
+        assert_eq!(*member, Some(want), "{email}");
+    }
+    assert_eq!(members.len(), 25);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

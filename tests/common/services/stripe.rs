@@ -10,7 +10,9 @@
 
 use serde_json::{Value, json};
 
-use crate::common::service::{Auth, Canned, Contact, PageInfo, Paging, Query, Service};
+use crate::common::service::{
+    Auth, Canned, Contact, DeletedList, DeletedPaging, PageInfo, Paging, Protocol, Query, Service,
+};
 
 /// A customer's id.
 pub fn id(c: &Contact) -> String {
@@ -101,7 +103,32 @@ pub fn service(key: &str) -> Service {
         fields_param: None,
         required: Vec::new(),
         cursor_binds_params: false,
-        protocol: Default::default(),
+        protocol: Protocol {
+            // `GET /v1/events?type=customer.deleted` (docs.stripe.com/api/events/list:
+            // `type`, `limit`, `starting_after`, newest first, `has_more`; an event's
+            // `data.object` is the customer as it was). Events are kept 30 days (not
+            // modelled: the fake lists every deletion).
+            deleted_list: Some(DeletedList {
+                path: "/v1/events",
+                params: vec!["created[gte]"],
+                required: vec![("type", "customer.deleted")],
+                paging: DeletedPaging::StartingAfter { id: event_id },
+                record: |c| {
+                    json!({"id": event_id(c), "object": "event", "api_version": "2024-06-20",
+                           "created": c.updated.timestamp(), "type": "customer.deleted",
+                           "livemode": false, "pending_webhooks": 0,
+                           "data": {"object": customer(c, &Query::new())}})
+                },
+                body: |data, _, _, more| json!({"object": "list", "url": "/v1/events", "has_more": more, "data": data}),
+                empty_status: None,
+            }),
+            ..Protocol::default()
+        },
         token: None,
     }
+}
+
+/// The id of the event that deleted a customer.
+fn event_id(c: &Contact) -> String {
+    format!("evt_{:014}", c.id)
 }

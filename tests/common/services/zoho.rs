@@ -22,8 +22,8 @@ use chrono::{DateTime, FixedOffset, Utc};
 use serde_json::{Map, Value, json};
 
 use crate::common::service::{
-    Auth, Canned, Consent, Contact, DeletedList, Grant, PageInfo, Paging, Protocol, Query, Service,
-    Since, Throttle, TokenEndpoint, Tokens,
+    Auth, Canned, Consent, Contact, DeletedList, DeletedPaging, Grant, PageInfo, Paging, Protocol,
+    Query, Service, Since, Throttle, TokenEndpoint, Tokens,
 };
 
 /// Every field a Contacts request may name in `fields` here (a subset of Zoho's).
@@ -189,6 +189,8 @@ pub fn service(base: &str, client: (&str, &str), refresh_token: &str, tokens: &T
             deleted_list: Some(DeletedList {
                 path: "/crm/v5/Contacts/deleted",
                 params: vec!["type"],
+                required: Vec::new(),
+                paging: DeletedPaging::PageNumber,
                 record: |c| {
                     json!({"id": record_id(c.id), "display_name": c.full_name(), "type": "recycle",
                            "deleted_by": {"name": "Rep 10", "id": "415086800000022501"},
@@ -199,7 +201,7 @@ pub fn service(base: &str, client: (&str, &str), refresh_token: &str, tokens: &T
                     json!({"data": data, "info": {"per_page": per_page, "count": data.len(),
                            "page": page, "more_records": more}})
                 },
-                empty_status: 204,
+                empty_status: Some(204),
             }),
             throttle: Some(Throttle {
                 every: 3,
