@@ -182,6 +182,14 @@ filters:
 "#;
 
 async fn setup(crm: &Shared, importers: &[(&str, &str)]) -> (FakeService, SyncEnv) {
+    setup_on(crm, importers, SyncEnv::new()).await
+}
+
+async fn setup_on(
+    crm: &Shared,
+    importers: &[(&str, &str)],
+    env: SyncEnv,
+) -> (FakeService, SyncEnv) {
     let fake = FakeService::start(
         Router::new()
             .route("/contacts", get(contacts))
@@ -189,7 +197,6 @@ async fn setup(crm: &Shared, importers: &[(&str, &str)]) -> (FakeService, SyncEn
             .with_state(crm.clone()),
     )
     .await;
-    let env = SyncEnv::new();
     env.connector("crm", CONNECTOR);
     for (id, extra) in importers {
         env.importer(
@@ -279,9 +286,45 @@ async fn a_deletions_request_removes_memberships_and_a_returning_record_is_activ
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gone_after_full_pass_removes_only_after_a_complete_full_pass() {
+    gone_after_full_pass(SyncEnv::new()).await;
+}
+
+/// The same on PostgreSQL (skipped without `TRIBUTARY_TEST_PG`): the stamp of a pass
+/// resumed by a later run is read back from the store and must still match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gone_after_full_pass_on_postgresql() {
+    use sqlx::Connection as _;
+    let Ok(base) = std::env::var("TRIBUTARY_TEST_PG") else {
+        eprintln!("skipped: TRIBUTARY_TEST_PG is not set");
+        return;
+    };
+    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+    let name = format!("deletions_{}_{}", std::process::id(), rand::random::<u32>());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let mut url = url::Url::parse(&base).unwrap();
+    url.set_path(&format!("/{name}"));
+    let result = tokio::spawn(gone_after_full_pass(SyncEnv::with_store(
+        tempfile::tempdir().unwrap(),
+        url.to_string(),
+    )))
+    .await;
+    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await;
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic.into_panic());
+    }
+}
+
+async fn gone_after_full_pass(env: SyncEnv) {
     use MembershipStatus::{Active as A, Removed as R};
     let crm = Crm::with(6);
-    let (fake, env) = setup(
+    let (fake, env) = setup_on(
         &crm,
         &[
             (
@@ -293,6 +336,7 @@ async fn gone_after_full_pass_removes_only_after_a_complete_full_pass() {
                 "list: Plain\npage_budget: 0\nfilters:\n  tag: vip\n",
             ),
         ],
+        env,
     )
     .await;
     // The first pass: three pages, one per run.
