@@ -623,6 +623,10 @@ pub struct SyncTokens {
     pub deleted: fn(&Contact) -> Value,
     /// The answer to an expired token.
     pub expired: Canned,
+    /// The next token as the body carries it, given the token and the page: the token
+    /// itself (Google's `nextSyncToken`), or a URL holding it (Graph's
+    /// `@odata.deltaLink`).
+    pub write: fn(&str, &PageInfo) -> Value,
 }
 
 /// A sync token: when it was issued, and when the full listing its chain started from
@@ -1115,7 +1119,7 @@ async fn serve(
     {
         // The last page: a token for what changes after now, in the same chain.
         let full = sync_from.map_or(clock, |(_, full)| full);
-        body[tokens.next] = json!(encode_sync_token(clock, full));
+        body[tokens.next] = (tokens.write)(&encode_sync_token(clock, full), &info);
     }
     if let Some(param) = service.fields_param
         && let Some(wanted) = query.get(param)

@@ -17,6 +17,7 @@ mod intercom;
 mod keap;
 mod klaviyo;
 mod mailchimp;
+mod microsoft_graph;
 mod nimble;
 mod pipedrive;
 mod pipedrive_v1;

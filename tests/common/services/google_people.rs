@@ -161,6 +161,7 @@ pub fn service(client: (&str, &str), refresh_token: &str) -> Service {
                 next: "nextSyncToken",
                 lifetime: chrono::Duration::days(7),
                 deleted: deleted_person,
+                write: |token, _| json!(token),
                 // "The request returns a 410 error if syncToken is specified and is
                 // expired" (the reference's earlier text); today's names the ErrorInfo
                 // reason EXPIRED_SYNC_TOKEN. The `status` word is unverified.

@@ -15,6 +15,7 @@ pub mod intercom;
 pub mod keap;
 pub mod klaviyo;
 pub mod mailchimp;
+pub mod microsoft_graph;
 pub mod nimble;
 pub mod pipedrive;
 pub mod pipedrive_v1;
