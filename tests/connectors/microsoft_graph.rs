@@ -181,3 +181,60 @@ async fn the_category_filter_and_a_wrong_secret() {
     );
     assert!(!error.contains("wrong-secret"), "{error}");
 }
+
+/// Delegated: a person's consent as a refresh token that Entra ID replaces on every use;
+/// an expired access token is renewed with the replacement, and the scopes ask for
+/// offline access and Contacts.Read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delegated_refresh_tokens_replace_themselves() {
+    let people = People::new(realistic(5));
+    let refresh = Tokens::new("0.AXkA-refresh.");
+    let tokens = Tokens::new("eyJ0eXAiOiJKV1Qi.graph.");
+    let fake = service::start(
+        microsoft_graph::delegated_service(CLIENT, &refresh, &tokens),
+        &people,
+    )
+    .await;
+    let env = SyncEnv::new();
+    env.connector("microsoft-graph", &shipped("microsoft-graph", &fake.base));
+    env.importer(
+        "mine",
+        &format!(
+            "connector: microsoft-graph\nauth: delegated\ncredentials:\n  client_id: {{literal: \"{}\"}}\n  client_secret: {}\n  refresh_token: {}\nsettings: {{tenant: {TENANT}, mailbox: {MAILBOX}, folder: {FOLDER}}}\nlist: Mine\n",
+            CLIENT.0,
+            env.secret("secret", CLIENT.1),
+            env.secret("refresh", "0.AXkA-refresh.1"),
+        ),
+    );
+    assert_eq!(env.run("mine").await.unwrap().counts.created, 5);
+    let grant: std::collections::BTreeMap<String, String> =
+        url::form_urlencoded::parse(fake.requests()[0].body.as_bytes())
+            .into_owned()
+            .collect();
+    assert_eq!(
+        grant.get("refresh_token").map(String::as_str),
+        Some("0.AXkA-refresh.1")
+    );
+    assert_eq!(
+        grant.get("scope").cloned(),
+        Some(format!("offline_access {}/Contacts.Read", fake.base))
+    );
+    assert_eq!(refresh.current(), "0.AXkA-refresh.2", "replaced on use");
+
+    tokens.expire();
+    people.edit(2, |c| c.job_title = Some("Head of buying".into()));
+    fake.clear();
+    let second = env.run("mine").await.unwrap();
+    assert_eq!(second.counts.updated, 1);
+    let requests = fake.requests();
+    let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths[1],
+        format!("/{TENANT}/oauth2/v2.0/token"),
+        "{paths:?}"
+    );
+    assert!(
+        requests[1].body.contains("refresh_token=0.AXkA-refresh.2"),
+        "the replacement, not the original"
+    );
+}

@@ -202,3 +202,19 @@ pub fn service(client: (&str, &str), tokens: &Tokens) -> Service {
         }),
     }
 }
+
+/// The same folder for a person who consented (delegated): the refresh grant, whose
+/// refresh tokens replace themselves on every use (`refresh`), the client in the form.
+pub fn delegated_service(client: (&str, &str), refresh: &Tokens, tokens: &Tokens) -> Service {
+    let mut service = service(client, tokens);
+    if let Some(token) = service.token.as_mut() {
+        token.grant = Grant::RotatingRefreshToken(refresh.clone());
+        token.refused = Canned::json(
+            400,
+            json!({"error": "invalid_grant",
+                   "error_description": "AADSTS70000: The provided value for the 'refresh_token' is not valid.",
+                   "error_codes": [70000]}),
+        );
+    }
+    service
+}
