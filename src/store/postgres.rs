@@ -159,7 +159,8 @@ impl Dialect for PostgresDialect {
         Cow::Owned(
             sql.replace("{for_update}", " FOR UPDATE")
                 .replace("{for_key_share}", " FOR KEY SHARE")
-                .replace("{claim_lock}", " FOR UPDATE OF l SKIP LOCKED"),
+                .replace("{claim_lock}", " FOR UPDATE OF l SKIP LOCKED")
+                .replace("{by_external_id}", ""),
         )
     }
 

@@ -7,7 +7,10 @@
 //! fragments that [`Dialect::render`] rewrites: `= ANY($N)` for a set of keys (an array on
 //! PostgreSQL, a JSON array read with `json_each` on SQLite) and `{for_update}` /
 //! `{for_key_share}` / `{claim_lock}` (`FOR UPDATE OF l SKIP LOCKED`) row locks
-//! (PostgreSQL only: an SQLite write transaction holds the whole file). Values go through [`Arg`], which each dialect binds in its own stored
+//! (PostgreSQL only: an SQLite write transaction holds the whole file), and
+//! `{by_external_id}`, which names SQLite's index on `contact_sources (importer,
+//! external_id)`: without statistics its planner reads every source of the importer by the
+//! primary key instead, once per page (quadratic over a first import). Values go through [`Arg`], which each dialect binds in its own stored
 //! form (times: `TIMESTAMPTZ`, or fixed-width UTC text on SQLite so that text order is time
 //! order), and rows are read through [`RowGet`].
 //!
@@ -839,15 +842,27 @@ impl<D: Dialect> SqlStore<D> {
         let mut outcome = plan.outcome.clone();
         if let Some(pass) = page.seen_pass {
             let emails: Vec<String> = prepared.records.iter().map(|r| r.email.clone()).collect();
-            if !emails.is_empty() || !page.seen_external_ids.is_empty() {
+            // Two statements, each answered by an index: one `OR` of both would read every
+            // source of the importer on SQLite, once per page.
+            if !page.seen_external_ids.is_empty() {
+                self.exec(
+                    Some(&mut *conn),
+                    self.q("UPDATE contact_sources{by_external_id} SET seen_pass = $1
+                         WHERE importer = $2 AND external_id = ANY($3)")
+                        .bind(pass)
+                        .bind(page.importer)
+                        .bind(Arg::texts(page.seen_external_ids.to_vec())),
+                )
+                .await?;
+            }
+            if !emails.is_empty() {
                 self.exec(
                     Some(&mut *conn),
                     self.q("UPDATE contact_sources SET seen_pass = $1
-                         WHERE importer = $2 AND (external_id = ANY($3)
-                            OR contact_id IN (SELECT id FROM contacts WHERE email = ANY($4)))")
+                         WHERE importer = $2
+                           AND contact_id IN (SELECT id FROM contacts WHERE email = ANY($3))")
                         .bind(pass)
                         .bind(page.importer)
-                        .bind(Arg::texts(page.seen_external_ids.to_vec()))
                         .bind(Arg::texts(emails)),
                 )
                 .await?;
@@ -860,7 +875,7 @@ impl<D: Dialect> SqlStore<D> {
             let rows = self
                 .all(
                     Some(&mut *conn),
-                    self.q("UPDATE contact_sources SET deleted_at = $1
+                    self.q("UPDATE contact_sources{by_external_id} SET deleted_at = $1
                          WHERE importer = $2 AND deleted_at IS NULL AND external_id = ANY($3)
                          RETURNING contact_id, list_id")
                         .bind(now)
@@ -958,7 +973,7 @@ impl<D: Dialect> SqlStore<D> {
             .all(
                 Some(&mut *conn),
                 self.q("SELECT s.contact_id, s.list_id, c.email, s.external_id
-                     FROM contact_sources s JOIN contacts c ON c.id = s.contact_id
+                     FROM contact_sources s{by_external_id} JOIN contacts c ON c.id = s.contact_id
                      WHERE s.importer = $1 AND s.deleted_at IS NULL
                        AND s.external_id = ANY($2) AND s.written_at <> $3")
                     .bind(page.importer)

@@ -516,7 +516,8 @@ impl Dialect for SqliteDialect {
         let sql = sql
             .replace("{for_update}", "")
             .replace("{for_key_share}", "")
-            .replace("{claim_lock}", "");
+            .replace("{claim_lock}", "")
+            .replace("{by_external_id}", " INDEXED BY contact_sources_external");
         Cow::Owned(any_as_json_each(&sql))
     }
 

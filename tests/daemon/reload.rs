@@ -451,9 +451,11 @@ async fn a_configmap_data_swap_is_applied_by_events() {
     version("..2026_12_06_v2", "V2");
     symlink("..2026_12_06_v2", mount.join("..data_tmp")).unwrap();
     std::fs::rename(mount.join("..data_tmp"), mount.join("..data")).unwrap();
+    // The schedule takes the new version a moment before `/status`'s configuration part
+    // says which reload brought it: wait for both.
     let status = daemon
         .until("the new version applied", |s| {
-            Daemon::importer(s, "cm")["list"] == "V2"
+            Daemon::importer(s, "cm")["list"] == "V2" && s["configuration"]["trigger"] != "start"
         })
         .await;
     assert_eq!(status["configuration"]["trigger"], "files");
