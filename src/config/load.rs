@@ -113,27 +113,56 @@ pub fn load_overlaid(config_path: &Path, options: LoadOptions, overlay: &Overlay
     }
 }
 
+/// The files a load found an error in, recognised by the path a directory listing gives
+/// them: what runs from a tree with broken files (the usable part of a plan, the last good
+/// versions a daemon keeps running or restores) is decided by this one rule.
+#[derive(Debug, Clone)]
+pub struct BrokenFiles {
+    root: PathBuf,
+    shown: std::collections::BTreeSet<PathBuf>,
+}
+
+impl BrokenFiles {
+    /// The files with an error among `diagnostics` of a load of `config_path`.
+    pub fn new(config_path: &Path, diagnostics: &[Diagnostic]) -> BrokenFiles {
+        let config = read::absolute(config_path);
+        let root = config
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let shown = diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| d.file.clone())
+            .collect();
+        BrokenFiles { root, shown }
+    }
+
+    /// Whether the file at `path` (as read: absolute or relative to the working
+    /// directory's view of the tree) has an error.
+    pub fn contains(&self, path: &Path) -> bool {
+        self.shown
+            .contains(read::shown_path(&self.root, path).as_path())
+    }
+
+    /// No file has an error.
+    pub fn is_empty(&self) -> bool {
+        self.shown.is_empty()
+    }
+}
+
 /// The part of a plan that no error touches: `None` when the daemon config has one,
 /// else every importer whose file and whose connector's file are free of errors.
 fn usable_part(mut plan: Plan, config_path: &Path, diagnostics: &[Diagnostic]) -> Option<Plan> {
-    let config = read::absolute(config_path);
-    let root = config
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("/"));
-    let broken: std::collections::BTreeSet<&Path> = diagnostics
-        .iter()
-        .filter(|d| d.is_error())
-        .map(|d| d.file.as_path())
-        .collect();
-    let is_broken = |file: &Path| broken.contains(read::shown_path(&root, file).as_path());
-    if is_broken(&config) {
+    let broken = BrokenFiles::new(config_path, diagnostics);
+    if broken.contains(&read::absolute(config_path)) {
         return None;
     }
-    plan.importers
-        .retain(|_, importer| !is_broken(&importer.file) && !is_broken(&importer.connector.file));
+    plan.importers.retain(|_, importer| {
+        !broken.contains(&importer.file) && !broken.contains(&importer.connector.file)
+    });
     plan.connectors
-        .retain(|_, connector| !is_broken(&connector.file));
+        .retain(|_, connector| !broken.contains(&connector.file));
     Some(plan)
 }
 

@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::app;
-use crate::config::load::{self, LoadOptions};
-use crate::config::read::{self, Overlay};
+use crate::config::load::{self, BrokenFiles, LoadOptions};
+use crate::config::read::Overlay;
 use crate::daemon::reload::sha256_hex;
 use crate::store::{ConfigFileText, Store};
 
@@ -90,25 +90,21 @@ pub async fn restore(config: &Path, loaded: &mut app::Loaded, store: &dyn Store)
 
 /// Connector and importer files (dangling links included) that have an error now.
 fn broken_paths(config: &Path, loaded: &app::Loaded) -> Vec<PathBuf> {
-    let config = read::absolute(config);
-    let root = config.parent().unwrap_or(Path::new("/"));
-    let broken: std::collections::BTreeSet<&Path> = loaded
-        .diagnostics
-        .iter()
-        .filter(|d| d.is_error())
-        .map(|d| d.file.as_path())
-        .collect();
+    let broken = BrokenFiles::new(config, &loaded.diagnostics);
+    if broken.is_empty() {
+        return Vec::new();
+    }
     let daemon = &loaded.plan.daemon;
     let mut paths = Vec::new();
     for dir in [&daemon.connectors_dir, &daemon.importers_dir] {
         let Ok(entries) = std::fs::read_dir(dir) else {
             continue;
         };
-        for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
-            if broken.contains(read::shown_path(root, &path).as_path()) {
-                paths.push(path);
-            }
-        }
+        paths.extend(
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|path| broken.contains(path)),
+        );
     }
     paths
 }

@@ -26,6 +26,7 @@ use sha2::Digest as _;
 
 use crate::app;
 use crate::config::diagnostic::Diagnostic;
+use crate::config::load::BrokenFiles;
 use crate::daemon::last_good;
 use crate::daemon::scheduler::{Handle, ReloadSummary};
 use crate::plan::{DaemonConfig, Importer, Plan};
@@ -235,7 +236,7 @@ impl Reloader {
                 return None;
             }
         };
-        let (broken_importers, broken_connectors) = broken_files(&self.daemon, &loaded.diagnostics);
+        let broken = BrokenFiles::new(&self.config_path, &loaded.diagnostics);
         let mut next: BTreeMap<String, Arc<Importer>> = loaded
             .plan
             .importers
@@ -249,7 +250,7 @@ impl Reloader {
             if next.contains_key(id) || !old.file.exists() {
                 continue;
             }
-            if broken_importers.contains(id) || broken_connectors.contains(&old.connector.id) {
+            if broken.contains(&old.file) || broken.contains(&old.connector.file) {
                 next.insert(id.clone(), Arc::clone(old));
                 kept.push(id.clone());
             }
@@ -467,49 +468,6 @@ fn kept_note(kept: &[String]) -> String {
     } else {
         format!(", last good version kept for {}", kept.join(", "))
     }
-}
-
-/// Importer ids and connector ids whose files have errors.
-fn broken_files(
-    daemon: &DaemonConfig,
-    diagnostics: &[Diagnostic],
-) -> (BTreeSet<String>, BTreeSet<String>) {
-    let base = daemon
-        .file
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let mut importers = BTreeSet::new();
-    let mut connectors = BTreeSet::new();
-    for d in diagnostics.iter().filter(|d| d.is_error()) {
-        let path = if d.file.is_absolute() {
-            d.file.clone()
-        } else {
-            base.join(&d.file)
-        };
-        let stem = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        match path.parent() {
-            Some(dir) if same_dir(dir, &daemon.importers_dir) => {
-                importers.insert(stem);
-            }
-            Some(dir) if same_dir(dir, &daemon.connectors_dir) => {
-                connectors.insert(stem);
-            }
-            _ => {}
-        }
-    }
-    (importers, connectors)
-}
-
-fn same_dir(a: &Path, b: &Path) -> bool {
-    a == b
-        || matches!(
-            (a.canonicalize(), b.canonicalize()),
-            (Ok(x), Ok(y)) if x == y
-        )
 }
 
 fn broken_file_count(diagnostics: &[Diagnostic]) -> usize {
