@@ -616,9 +616,18 @@ impl Scheduler {
                 BTreeMap::new()
             }
         };
+        // One statement for every importer's recent history (10,000 importers: one query
+        // each took most of the start).
+        let mut histories = match store.recent_runs(16).await {
+            Ok(histories) => histories,
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not read the run history; failures in a row start from zero.");
+                Default::default()
+            }
+        };
         let mut entries = BTreeMap::new();
         for importer in importers {
-            let history = store.runs(&importer.id, 16).await.unwrap_or_default();
+            let history = histories.remove(&importer.id).unwrap_or_default();
             let state = saved.get(&importer.id);
             let entry = Entry::from_store(importer, state, &history, now);
             entries.insert(entry.importer.id.clone(), entry);

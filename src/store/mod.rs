@@ -389,6 +389,14 @@ pub trait Store: Send + Sync {
     /// Run history of one importer, newest first.
     async fn runs(&self, importer: &str, limit: u32) -> StoreResult<Vec<RunRecord>>;
 
+    /// The newest `limit` runs of every importer, newest first, by importer: what a
+    /// daemon's start reads in one statement instead of one per importer (10,000
+    /// importers).
+    async fn recent_runs(
+        &self,
+        limit: u32,
+    ) -> StoreResult<std::collections::HashMap<String, Vec<RunRecord>>>;
+
     /// Reads an encrypted token the store keeps for `key` (OAuth tokens, sessions).
     async fn load_token(&self, key: &str) -> StoreResult<Option<String>>;
 

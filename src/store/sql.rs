@@ -1927,6 +1927,32 @@ impl<D: Dialect> Store for SqlStore<D> {
         rows.iter().map(run_from_row).collect()
     }
 
+    async fn recent_runs(&self, limit: u32) -> StoreResult<HashMap<String, Vec<RunRecord>>> {
+        let rows = self
+            .all(
+                None,
+                self.q(
+                    "SELECT id, importer, started_at, finished_at, outcome, pages, fetched,
+                        created, updated, unchanged, skipped, field_failures, deleted, error
+                     FROM (SELECT r.*, ROW_NUMBER() OVER (PARTITION BY importer ORDER BY id DESC) AS newest
+                           FROM runs r) ranked
+                     WHERE newest <= $1
+                     ORDER BY importer, id DESC",
+                )
+                .bind(i64::from(limit)),
+            )
+            .await?;
+        let mut by_importer: HashMap<String, Vec<RunRecord>> = HashMap::new();
+        for row in &rows {
+            let run = run_from_row(row)?;
+            by_importer
+                .entry(run.importer.clone())
+                .or_default()
+                .push(run);
+        }
+        Ok(by_importer)
+    }
+
     async fn load_token(&self, key: &str) -> StoreResult<Option<String>> {
         let cipher = self.cipher()?;
         let row = self

@@ -62,6 +62,44 @@ async fn runs_keep_their_counts_newest_first(ctx: Ctx) {
     assert!(ctx.store.runs("other", 10).await.unwrap().is_empty());
 }
 
+/// A daemon's start reads every importer's recent history at once: the same runs, in the
+/// same order, as one read per importer.
+async fn recent_runs_of_every_importer_at_once(ctx: Ctx) {
+    for (importer, count) in [("many", 20), ("two", 2)] {
+        for k in 0..count {
+            let run = ctx.store.begin_run(importer).await.unwrap();
+            let outcome = if k % 3 == 0 {
+                RunOutcome::Failed
+            } else {
+                RunOutcome::Completed
+            };
+            ctx.store
+                .finish_run(run, outcome, &RunCounts::default(), None)
+                .await
+                .unwrap();
+        }
+    }
+    let recent = ctx.store.recent_runs(16).await.unwrap();
+    assert_eq!(recent.len(), 2, "{:?}", recent.keys());
+    for importer in ["many", "two"] {
+        let one_by_one: Vec<(i64, Option<RunOutcome>)> = ctx
+            .store
+            .runs(importer, 16)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.run_id, r.outcome))
+            .collect();
+        let at_once: Vec<(i64, Option<RunOutcome>)> = recent[importer]
+            .iter()
+            .map(|r| (r.run_id, r.outcome))
+            .collect();
+        assert_eq!(at_once, one_by_one, "{importer}");
+    }
+    assert_eq!(recent["many"].len(), 16);
+    assert!(!recent.contains_key("none"));
+}
+
 async fn importer_state_flags_and_schedule(ctx: Ctx) {
     let fresh = ctx.store.importer_state("crm").await.unwrap();
     assert_eq!(fresh.importer, "crm");
@@ -212,6 +250,7 @@ async fn finished_runs_prune_by_the_store_clock(ctx: Ctx) {
 on_both_backends!(
     finished_runs_prune_by_the_store_clock,
     runs_keep_their_counts_newest_first,
+    recent_runs_of_every_importer_at_once,
     importer_state_flags_and_schedule,
     an_importer_moves_to_a_new_id_with_its_state_and_provenance,
     events_and_runs_are_pruned_after_the_retention,
