@@ -1004,23 +1004,15 @@ impl<D: Dialect> SqlStore<D> {
         )
         .await?;
         for (contact_id, list_id, old, new) in &moved {
-            self.exec(
-                Some(&mut *conn),
-                self.q(
-                    "INSERT INTO change_events (at, kind, contact_id, email, list_id, origin,
-                         notify, importer, run_id, changes)
-                     SELECT $1, $2, id, email, $3, 'import', FALSE, $4, $5, $6
-                     FROM contacts WHERE id = $7",
-                )
-                .bind(now)
-                .bind(ChangeKind::SourceMoved.as_str())
-                .bind(*list_id)
-                .bind(page.importer)
-                .bind(page.run_id)
-                .bind(Arg::json(Some(
-                    json!({"email": page::change_value(Some(old.as_str()), new)}),
-                )))
-                .bind(*contact_id),
+            let changes = json!({"email": page::change_value(Some(old.as_str()), new)});
+            self.import_events(
+                conn,
+                page,
+                ChangeKind::SourceMoved,
+                *list_id,
+                changes,
+                vec![*contact_id],
+                now,
             )
             .await?;
         }
@@ -1088,25 +1080,51 @@ impl<D: Dialect> SqlStore<D> {
                     "status": page::change_value(Some(old.as_str()), MembershipStatus::Removed.as_str()),
                     "reason": {"new": reason},
                 });
-                self.exec(
-                    Some(&mut *conn),
-                    self.q(
-                        "INSERT INTO change_events (at, kind, contact_id, email, list_id, origin,
-                             notify, importer, run_id, changes)
-                         SELECT $1, $2, id, email, $3, 'import', FALSE, $4, $5, $6
-                         FROM contacts WHERE id = ANY($7) ORDER BY id",
-                    )
-                    .bind(now)
-                    .bind(ChangeKind::MembershipChanged.as_str())
-                    .bind(list_id)
-                    .bind(page.importer)
-                    .bind(page.run_id)
-                    .bind(Arg::json(Some(changes)))
-                    .bind(Arg::ints(contact_ids)),
+                self.import_events(
+                    conn,
+                    page,
+                    ChangeKind::MembershipChanged,
+                    Some(list_id),
+                    changes,
+                    contact_ids,
+                    now,
                 )
                 .await?;
             }
         }
+        Ok(())
+    }
+
+    /// Change events a page write makes beside its plan's (origin `import`, never
+    /// notifying): one per contact of `contact_ids`, each with the same `changes`.
+    #[allow(clippy::too_many_arguments)]
+    async fn import_events(
+        &self,
+        conn: &mut D::Conn,
+        page: &PageWrite<'_>,
+        kind: ChangeKind,
+        list_id: Option<i64>,
+        changes: Value,
+        contact_ids: Vec<i64>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.exec(
+            Some(conn),
+            self.q(
+                "INSERT INTO change_events (at, kind, contact_id, email, list_id, origin,
+                     notify, importer, run_id, changes)
+                 SELECT $1, $2, id, email, $3, 'import', FALSE, $4, $5, $6
+                 FROM contacts WHERE id = ANY($7) ORDER BY id",
+            )
+            .bind(now)
+            .bind(kind.as_str())
+            .bind(list_id)
+            .bind(page.importer)
+            .bind(page.run_id)
+            .bind(Arg::json(Some(changes)))
+            .bind(Arg::ints(contact_ids)),
+        )
+        .await?;
         Ok(())
     }
 
