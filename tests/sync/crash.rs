@@ -300,6 +300,26 @@ fn run_command(env: &SyncEnv) -> tokio::process::Command {
     command
 }
 
+/// Whether a dump holds `table`: not the run history, the lease, the log of page commits
+/// (one row per write: a killed run's writes group pages differently) or the migration
+/// log.
+fn dumped_table(table: &str) -> bool {
+    !matches!(
+        table,
+        "runs" | "leases" | "page_commits" | "tributary_schema" | "_sqlx_migrations"
+    )
+}
+
+/// Whether a dump holds `column` of `table`: not times or run ids, which differ between
+/// two imports of the same data by nature.
+fn dumped_column(table: &str, column: &str) -> bool {
+    !(column.ends_with("_at")
+        || column == "at"
+        || column == "run_id"
+        || column == "last_full_refresh"
+        || (table == "email_normalization" && column != "version"))
+}
+
 /// Every table of a SQLite store as sorted text rows, without what differs between two
 /// imports of the same data by nature: run ids, timestamps, the run history, the lease
 /// and the log of page commits (one row per write: a killed run's writes group pages
@@ -317,7 +337,7 @@ pub(crate) async fn dump(env: &SyncEnv) -> Vec<String> {
     .unwrap()
     .iter()
     .map(|r| r.get::<String, _>(0))
-    .filter(|t| !matches!(t.as_str(), "runs" | "leases" | "page_commits" | "tributary_schema" | "_sqlx_migrations"))
+    .filter(|t| dumped_table(t))
     .collect();
     assert!(tables.len() >= 10, "{tables:?}");
     let mut out = Vec::new();
@@ -330,13 +350,7 @@ pub(crate) async fn dump(env: &SyncEnv) -> Vec<String> {
         .unwrap()
         .iter()
         .map(|r| r.get::<String, _>(0))
-        .filter(|c| {
-            !(c.ends_with("_at")
-                || c == "at"
-                || c == "run_id"
-                || c == "last_full_refresh"
-                || (table == "email_normalization" && c != "version"))
-        })
+        .filter(|c| dumped_column(&table, c))
         .collect();
         let select: Vec<String> = columns
             .iter()
@@ -452,12 +466,7 @@ async fn dump_pg(env: &SyncEnv) -> Vec<String> {
     .unwrap()
     .iter()
     .map(|r| r.get::<String, _>(0))
-    .filter(|t| {
-        !matches!(
-            t.as_str(),
-            "runs" | "leases" | "page_commits" | "tributary_schema" | "_sqlx_migrations"
-        )
-    })
+    .filter(|t| dumped_table(t))
     .collect();
     assert!(tables.len() >= 10, "{tables:?}");
     let mut out = Vec::new();
@@ -472,14 +481,7 @@ async fn dump_pg(env: &SyncEnv) -> Vec<String> {
         .unwrap()
         .iter()
         .map(|r| r.get::<String, _>(0))
-        .filter(|c| {
-            !(c.ends_with("_at")
-                || c == "at"
-                || c == "id"
-                || c == "run_id"
-                || c == "last_full_refresh"
-                || (table == "email_normalization" && c != "version"))
-        })
+        .filter(|c| c != "id" && dumped_column(&table, c))
         .collect();
         if columns.is_empty() {
             continue;
