@@ -100,6 +100,16 @@ pub async fn consent(
         .collect()
 }
 
+/// Runs `importer`, which must fail on its credentials: the error says one of `says`
+/// (the service's own words or its status) and shows none of `secrets`.
+pub async fn refused(env: &SyncEnv, importer: &str, says: &[&str], secrets: &[&str]) {
+    let error = env.run(importer).await.unwrap_err().to_string();
+    assert!(says.iter().any(|s| error.contains(s)), "{error}");
+    for secret in secrets {
+        assert!(!error.contains(secret), "{error}");
+    }
+}
+
 #[test]
 fn shipped_rehosts_every_host_and_keeps_the_rest() {
     let text = shipped("pipedrive", "http://127.0.0.1:9");
