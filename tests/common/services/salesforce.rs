@@ -53,23 +53,41 @@ fn stamp(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string()
 }
 
-/// The connector's SOQL: every selected field exists, the object is Contact, and an
-/// optional `WHERE SystemModstamp > <datetime>` (exclusive).
+/// The contacts connector's SOQL: every selected field exists, the object is Contact, and
+/// an optional `WHERE SystemModstamp > <datetime>` (exclusive).
 fn soql_since(query: &Query) -> Result<Option<(DateTime<Utc>, bool)>, String> {
+    soql(query, "Contact", &FIELDS, None)
+}
+
+/// A SOQL query of `object` whose selected fields are all among `fields`, with the
+/// condition `filter` where one is required, an optional `SystemModstamp > <datetime>`
+/// (exclusive; `AND`ed to the filter) and `ORDER BY SystemModstamp ASC`: the time asked
+/// for, if any.
+fn soql(
+    query: &Query,
+    object: &str,
+    fields: &[&str],
+    filter: Option<&str>,
+) -> Result<Option<(DateTime<Utc>, bool)>, String> {
     let q = query.get("q").ok_or("q")?;
     let q = q.split_whitespace().collect::<Vec<_>>().join(" ");
     let rest = q.strip_prefix("SELECT ").ok_or("q: MALFORMED_QUERY")?;
-    let (fields, rest) = rest.split_once(" FROM ").ok_or("q: MALFORMED_QUERY")?;
-    for field in fields.split(',') {
-        if !FIELDS.contains(&field.trim()) {
+    let (selected, rest) = rest.split_once(" FROM ").ok_or("q: MALFORMED_QUERY")?;
+    for field in selected.split(',') {
+        if !fields.contains(&field.trim()) {
             return Err(format!("q: INVALID_FIELD {}", field.trim()));
         }
     }
-    let rest = rest
-        .strip_prefix("Contact")
-        .ok_or("q: INVALID_TYPE")?
-        .trim();
-    let since = match rest.strip_prefix("WHERE SystemModstamp > ") {
+    let mut rest = rest.strip_prefix(object).ok_or("q: INVALID_TYPE")?.trim();
+    let mut since_prefix = "WHERE SystemModstamp > ";
+    if let Some(filter) = filter {
+        rest = rest
+            .strip_prefix(filter)
+            .ok_or_else(|| format!("q: the fake expects {filter}"))?
+            .trim();
+        since_prefix = "AND SystemModstamp > ";
+    }
+    let since = match rest.strip_prefix(since_prefix) {
         Some(after) => {
             let literal = after.split(' ').next().unwrap_or("");
             let t = DateTime::parse_from_rfc3339(literal)
@@ -186,33 +204,12 @@ pub fn converted(c: &Contact) -> bool {
 /// The leads connector's SOQL: every selected field a Lead field, `FROM Lead WHERE
 /// IsConverted = false [AND SystemModstamp > <datetime>] ORDER BY SystemModstamp ASC`.
 fn soql_lead_since(query: &Query) -> Result<Option<(DateTime<Utc>, bool)>, String> {
-    let q = query.get("q").ok_or("q")?;
-    let q = q.split_whitespace().collect::<Vec<_>>().join(" ");
-    let rest = q.strip_prefix("SELECT ").ok_or("q: MALFORMED_QUERY")?;
-    let (fields, rest) = rest.split_once(" FROM ").ok_or("q: MALFORMED_QUERY")?;
-    for field in fields.split(',') {
-        if !LEAD_FIELDS.contains(&field.trim()) {
-            return Err(format!("q: INVALID_FIELD {}", field.trim()));
-        }
-    }
-    let rest = rest.strip_prefix("Lead").ok_or("q: INVALID_TYPE")?.trim();
-    let rest = rest
-        .strip_prefix("WHERE IsConverted = false")
-        .ok_or("q: the fake expects WHERE IsConverted = false")?
-        .trim();
-    let since = match rest.strip_prefix("AND SystemModstamp > ") {
-        Some(after) => {
-            let literal = after.split(' ').next().unwrap_or("");
-            let t = DateTime::parse_from_rfc3339(literal)
-                .map_err(|_| format!("q: MALFORMED_QUERY datetime {literal}"))?;
-            Some((t.with_timezone(&Utc), false))
-        }
-        None => None,
-    };
-    if !q.ends_with("ORDER BY SystemModstamp ASC") {
-        return Err("q: the fake expects ORDER BY SystemModstamp ASC".into());
-    }
-    Ok(since)
+    soql(
+        query,
+        "Lead",
+        &LEAD_FIELDS,
+        Some("WHERE IsConverted = false"),
+    )
 }
 
 /// One Lead row (Salesforce Object Reference, Lead: `Company`, `City`, `Country`,
