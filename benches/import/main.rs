@@ -235,11 +235,29 @@ impl Drop for FakeService {
 fn harness(args: &[String]) -> anyhow::Result<()> {
     let options = options(args)?;
     std::fs::create_dir_all(&options.work)?;
+    let work = &options.work;
     if args.iter().any(|a| a == "--daemon") {
-        return daemon_harness(&options);
+        // 10,000 importers.
+        return daemon_harness(
+            &options,
+            "--daemon",
+            async |tributary, connectors, base| {
+                daemon::run(tributary, connectors, work, base, TOKEN).await
+            },
+            daemon::print,
+        );
     }
     if args.iter().any(|a| a == "--nodes") {
-        return nodes_harness(&options);
+        // 2,000 importers, one daemon then two on PostgreSQL (`--pg`).
+        let pg = &options.pg;
+        return daemon_harness(
+            &options,
+            "--nodes",
+            async |tributary, connectors, base| {
+                nodes::run(tributary, connectors, work, pg, base, TOKEN).await
+            },
+            nodes::print,
+        );
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -257,64 +275,31 @@ fn harness(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The daemon scenario: one fake of 20 contacts (one page a run), 10,000 importers.
-fn daemon_harness(options: &Options) -> anyhow::Result<()> {
+/// A scenario that runs `tributary daemon` (`flag`: `--daemon`, `--nodes`): one fake of 20
+/// contacts (one page a run) and the Pipedrive fixture's connector; `scenario` gets the
+/// binary, the connectors directory and the fake's URL, `print` shows its figures.
+fn daemon_harness<T>(
+    options: &Options,
+    flag: &str,
+    scenario: impl AsyncFnOnce(&Path, &Path, &str) -> anyhow::Result<T>,
+    print: impl FnOnce(&T),
+) -> anyhow::Result<()> {
     let tributary = options
         .tributary
         .clone()
-        .context("--daemon needs the tributary binary")?;
+        .with_context(|| format!("{flag} needs the tributary binary"))?;
     let fake = FakeService::start(20, &options.work.join("fake.log"))?;
     let connectors =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures/pipedrive/connectors.d");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let figures = runtime.block_on(daemon::run(
-        &tributary,
-        &connectors,
-        &options.work,
-        &fake.base_url,
-        TOKEN,
-    ));
+    let figures = runtime.block_on(scenario(&tributary, &connectors, &fake.base_url));
     drop(fake);
     let figures = figures?;
     println!();
     println!("machine: {}", machine());
-    daemon::print(&figures);
-    if !options.keep {
-        let _ = std::fs::remove_dir_all(&options.work);
-    } else {
-        println!("work directory kept: {}", options.work.display());
-    }
-    Ok(())
-}
-
-/// The several-nodes scenario: one fake of 20 contacts, 2,000 importers, one daemon
-/// then two on PostgreSQL (`--pg`).
-fn nodes_harness(options: &Options) -> anyhow::Result<()> {
-    let tributary = options
-        .tributary
-        .clone()
-        .context("--nodes needs the tributary binary")?;
-    let fake = FakeService::start(20, &options.work.join("fake.log"))?;
-    let connectors =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/fixtures/pipedrive/connectors.d");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let figures = runtime.block_on(nodes::run(
-        &tributary,
-        &connectors,
-        &options.work,
-        &options.pg,
-        &fake.base_url,
-        TOKEN,
-    ));
-    drop(fake);
-    let figures = figures?;
-    println!();
-    println!("machine: {}", machine());
-    nodes::print(&figures);
+    print(&figures);
     if !options.keep {
         let _ = std::fs::remove_dir_all(&options.work);
     } else {
