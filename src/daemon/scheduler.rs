@@ -618,7 +618,9 @@ impl Scheduler {
         };
         // One statement for every importer's recent history (10,000 importers: one query
         // each took most of the start).
-        let mut histories = match store.recent_runs(16).await {
+        let importers: Vec<Arc<Importer>> = importers.into_iter().collect();
+        let ids: Vec<String> = importers.iter().map(|i| i.id.clone()).collect();
+        let mut histories = match store.recent_runs(&ids, 16).await {
             Ok(histories) => histories,
             Err(e) => {
                 tracing::warn!(error = %e, "Could not read the run history; failures in a row start from zero.");

@@ -389,11 +389,12 @@ pub trait Store: Send + Sync {
     /// Run history of one importer, newest first.
     async fn runs(&self, importer: &str, limit: u32) -> StoreResult<Vec<RunRecord>>;
 
-    /// The newest `limit` runs of every importer, newest first, by importer: what a
+    /// The newest `limit` runs of each of `importers`, newest first, by importer: what a
     /// daemon's start reads in one statement instead of one per importer (10,000
-    /// importers).
+    /// importers), a few index steps each however long the history.
     async fn recent_runs(
         &self,
+        importers: &[String],
         limit: u32,
     ) -> StoreResult<std::collections::HashMap<String, Vec<RunRecord>>>;
 

@@ -26,7 +26,8 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection, Postgres, Row, Transaction};
 use super::crypto::TokenCipher;
 use super::sql::{
     Arg, Dialect, DialectColumns, PlannedRows, SqlStore, Statement, Stored, membership_rule,
-    snapshot_of, sqlx_statements, upsert_contact_rule, upsert_source_rule, upsert_value_rule,
+    run_columns, snapshot_of, sqlx_statements, upsert_contact_rule, upsert_source_rule,
+    upsert_value_rule,
 };
 use super::{Backend, StoreError, StoreOptions, StoreResult, masked_url};
 use crate::model::{PageOutcome, PageWrite};
@@ -151,6 +152,15 @@ impl Dialect for PostgresDialect {
 
     const VALUE_SNAPSHOT: &'static str = "SELECT contact_id, field_id, value FROM field_values
          WHERE contact_id = ANY($1) AND field_id = ANY($2)";
+
+    const RECENT_RUNS: &'static str = concat!(
+        "SELECT ",
+        run_columns!(),
+        " FROM unnest($1::text[]) AS i(importer)
+         CROSS JOIN LATERAL (SELECT * FROM runs x WHERE x.importer = i.importer
+                             ORDER BY x.id DESC LIMIT $2) r
+         ORDER BY r.importer, r.id DESC"
+    );
 
     fn render(sql: &'static str) -> Cow<'static, str> {
         if !sql.contains('{') {

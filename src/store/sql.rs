@@ -354,6 +354,15 @@ pub(crate) use upsert_value_rule;
 /// The page snapshot's columns (as [`page::existing_from_row`] reads them), from the
 /// contacts `c` a dialect finds for the emails `$1`, with importer `$2`'s source and the
 /// membership in list `$3`: `snapshot_of!("FROM ... c", "WHERE ...")`.
+/// The columns [`run_from_row`] reads, of runs aliased `r`.
+macro_rules! run_columns {
+    () => {
+        "r.id, r.importer, r.started_at, r.finished_at, r.outcome, r.pages, r.fetched,
+         r.created, r.updated, r.unchanged, r.skipped, r.field_failures, r.deleted, r.error"
+    };
+}
+pub(crate) use run_columns;
+
 macro_rules! snapshot_of {
     ($contacts:literal, $filter:literal) => {
         concat!(
@@ -395,6 +404,9 @@ pub trait Dialect: Send + Sync + Sized + 'static {
     /// Stored custom values `(contact id, field id, value)` of contacts `$1` and fields
     /// `$2` (sets).
     const VALUE_SNAPSHOT: &'static str;
+    /// The newest `$2` runs of each importer of `$1` (a set), in [`run_from_row`]'s
+    /// columns: a few index steps per importer, however long the history.
+    const RECENT_RUNS: &'static str;
 
     /// Rewrites a shared statement's dialect fragments (see the module doc).
     fn render(sql: &'static str) -> Cow<'static, str>;
@@ -1945,19 +1957,17 @@ impl<D: Dialect> Store for SqlStore<D> {
         rows.iter().map(run_from_row).collect()
     }
 
-    async fn recent_runs(&self, limit: u32) -> StoreResult<HashMap<String, Vec<RunRecord>>> {
+    async fn recent_runs(
+        &self,
+        importers: &[String],
+        limit: u32,
+    ) -> StoreResult<HashMap<String, Vec<RunRecord>>> {
         let rows = self
             .all(
                 None,
-                self.q(
-                    "SELECT id, importer, started_at, finished_at, outcome, pages, fetched,
-                        created, updated, unchanged, skipped, field_failures, deleted, error
-                     FROM (SELECT r.*, ROW_NUMBER() OVER (PARTITION BY importer ORDER BY id DESC) AS newest
-                           FROM runs r) ranked
-                     WHERE newest <= $1
-                     ORDER BY importer, id DESC",
-                )
-                .bind(i64::from(limit)),
+                self.q(D::RECENT_RUNS)
+                    .bind(Arg::texts(importers.to_vec()))
+                    .bind(i64::from(limit.max(1))),
             )
             .await?;
         let mut by_importer: HashMap<String, Vec<RunRecord>> = HashMap::new();

@@ -28,7 +28,8 @@ use super::crypto::{TokenCipher, create_owner_only, default_key_path, read_or_cr
 use super::page;
 use super::sql::{
     Arg, Dialect, DialectColumns, PlannedRows, SqlStore, Statement, Stored, membership_rule,
-    snapshot_of, sqlx_statements, upsert_contact_rule, upsert_source_rule, upsert_value_rule,
+    run_columns, snapshot_of, sqlx_statements, upsert_contact_rule, upsert_source_rule,
+    upsert_value_rule,
 };
 use super::{Backend, StoreError, StoreOptions, StoreResult};
 use crate::model::{PageOutcome, PageWrite};
@@ -508,6 +509,19 @@ impl Dialect for SqliteDialect {
          FROM jsonb_each($1) j
          JOIN field_values v ON v.contact_id = j.value
          WHERE v.field_id IN (SELECT value FROM json_each($2))";
+
+    // Per importer, the id of its `$2`-th newest run is found by its index on
+    // `(importer, id)`; its runs from there on are a range of that index.
+    const RECENT_RUNS: &'static str = concat!(
+        "WITH i AS (SELECT j.value AS importer,
+                           (SELECT x.id FROM runs x WHERE x.importer = j.value
+                            ORDER BY x.id DESC LIMIT 1 OFFSET $2 - 1) AS floor
+                    FROM json_each($1) j)
+         SELECT ",
+        run_columns!(),
+        " FROM i JOIN runs r ON r.importer = i.importer AND r.id >= COALESCE(i.floor, 0)
+         ORDER BY r.importer, r.id DESC"
+    );
 
     fn render(sql: &'static str) -> Cow<'static, str> {
         if !sql.contains('{') && !sql.contains("= ANY(") {

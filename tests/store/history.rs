@@ -79,7 +79,8 @@ async fn recent_runs_of_every_importer_at_once(ctx: Ctx) {
                 .unwrap();
         }
     }
-    let recent = ctx.store.recent_runs(16).await.unwrap();
+    let importers = ["many", "two", "none"].map(String::from);
+    let recent = ctx.store.recent_runs(&importers, 16).await.unwrap();
     assert_eq!(recent.len(), 2, "{:?}", recent.keys());
     for importer in ["many", "two"] {
         let one_by_one: Vec<(i64, Option<RunOutcome>)> = ctx
