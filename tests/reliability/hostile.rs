@@ -213,11 +213,16 @@ impl Service {
                     .next()
                     .is_some()
         });
+        self.body(&keys, next.map(|(u, id)| format!("k{u}_{id}")))
+    }
+
+    /// A page of the people at `keys`, with the cursor `next`.
+    fn body(&self, keys: &[(i64, usize)], next: Option<String>) -> Value {
         let records: Vec<Value> = keys
             .iter()
             .map(|(_, id)| record(&self.people[id - 1]))
             .collect();
-        json!({"data": records, "next": next.map(|(u, id)| format!("k{u}_{id}"))})
+        json!({"data": records, "next": next})
     }
 
     /// The `limit` people before the cursor `after`: what the previous page served.
@@ -233,11 +238,7 @@ impl Service {
             .copied()
             .collect();
         keys.reverse();
-        let records: Vec<Value> = keys
-            .iter()
-            .map(|(_, id)| record(&self.people[id - 1]))
-            .collect();
-        json!({"data": records, "next": format!("k{}_{}", after.0, after.1)})
+        self.body(&keys, Some(format!("k{}_{}", after.0, after.1)))
     }
 
     fn answer(&mut self, request: &HostileRequest) -> Reply {
