@@ -21,7 +21,7 @@ use crate::store::{ConfigFileText, Store};
 
 /// How many files one transaction keeps: bounds memory and transaction size at the first
 /// start of a large deployment.
-const SAVE_BATCH: usize = 50;
+const SAVE_BATCH: usize = 500;
 
 /// What the start-up restore added to the plan.
 #[derive(Debug, Default)]
@@ -163,9 +163,6 @@ impl Keeper {
             .await
             .unwrap_or_default();
             self.save(store, batch, Vec::new()).await;
-            // Writing thousands of rows at the first start must not hold a worker that
-            // `/healthz` and the schedule need.
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         let forget: Vec<String> = self
             .saved
